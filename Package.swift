@@ -1,0 +1,39 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Hot loops are written with SIMD8<Float>; without a target CPU Swift compiles them for
+// baseline x86-64 (SSE2, FMA as a libm call). Haswell (AVX2 + FMA, 2013 and later) is the floor
+// for the machines cdtrainer runs on; release builds only, so debug builds stay portable.
+#if arch(x86_64)
+let kernelFlags: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "haswell"], .when(configuration: .release))]
+#else
+let kernelFlags: [SwiftSetting] = []
+#endif
+
+let package = Package(
+    name: "cdtrainer",
+    products: [
+        .library(name: "CDTensor", targets: ["CDTensor"]),
+        .executable(name: "cdtrainerd", targets: ["cdtrainerd"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(
+            name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c",
+            providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
+        .target(name: "CDTensor", dependencies: ["COpenBLAS"], swiftSettings: kernelFlags),
+        .executableTarget(
+            name: "cdtrainerd",
+            dependencies: [
+                "CDTensor", "CMPI", "COpenBLAS",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: kernelFlags),
+        .testTarget(name: "CDTensorTests", dependencies: ["CDTensor"]),
+    ]
+)

@@ -1,0 +1,244 @@
+import Foundation
+
+/// Multi-head scaled-dot-product attention, diffusers layout: q[B, Tq, H·D], k and v [B, Tk, H·D],
+/// head h owning columns h·D ..< (h+1)·D; out[B, Tq, H·D] = softmax(q·kᵀ/√D [+ causal mask])·v.
+///
+/// Memory: scores are never materialized for a whole head. Each task handles one (batch, head,
+/// block of query rows) and keeps only a [rows, Tk] tile in per-thread scratch (≈512 KiB), so
+/// 8 heads × 4096 × 4096 need a few tiles, not 512 MiB. Forward saves out and the per-row
+/// log-sum-exp [B, H, Tq]; backward recomputes each probability tile from them (as
+/// FlashAttention does) instead of storing probabilities.
+public struct AttentionShape: Sendable, Equatable {
+    public let batch: Int, queries: Int, keys: Int, heads: Int, headDim: Int
+    public let causal: Bool
+    /// Floats of scores per tile (see `blockRows`).
+    public let tileFloats: Int
+
+    /// 1 Mi floats (4 MiB): large tiles amortize OpenBLAS's packing of Kᵀ and V over more rows
+    /// (measured with `bench kernels`: 128 Ki floats ran self-attention at about half this
+    /// speed), and two tiles per thread still fit in L3.
+    public static let defaultTileFloats = 1_048_576
+
+    public init(q: Tensor, k: Tensor, v: Tensor, heads: Int, causal: Bool, tileFloats: Int = defaultTileFloats) {
+        precondition(q.rank == 3 && k.rank == 3 && v.rank == 3, "attention needs [B, T, H·D] tensors")
+        precondition(k.shape == v.shape && q.shape[0] == k.shape[0] && q.shape[2] == k.shape[2],
+                     "attention shapes q \(q.shape) k \(k.shape) v \(v.shape)")
+        precondition(heads > 0 && q.shape[2] % heads == 0, "\(q.shape[2]) channels do not split into \(heads) heads")
+        batch = q.shape[0]; queries = q.shape[1]; keys = k.shape[1]
+        self.heads = heads; headDim = q.shape[2] / heads
+        self.causal = causal
+        self.tileFloats = tileFloats
+        precondition(!causal || keys >= queries, "causal attention needs at least as many keys as queries")
+    }
+
+    var width: Int { heads * headDim }
+    var scale: Float { 1 / Float(headDim).squareRoot() }
+    /// Query rows per tile: `tileFloats / keys`, between 8 and 1024.
+    var blockRows: Int { max(8, min(1024, tileFloats / max(keys, 1))) }
+    var blocks: Int { (queries + blockRows - 1) / blockRows }
+    /// Last key visible to query row i (causal): keys − queries + i.
+    @inline(__always) func lastKey(_ row: Int) -> Int { causal ? keys - queries + row : keys - 1 }
+    /// FLOPs of the two forward products (q·kᵀ and p·v).
+    public var forwardFlops: Double { 4 * Double(batch * heads) * Double(queries) * Double(keys) * Double(headDim) }
+}
+
+public func attentionForward(q: Tensor, k: Tensor, v: Tensor, heads: Int, causal: Bool = false,
+                             out: Tensor, logSumExp: Tensor, tileFloats: Int = AttentionShape.defaultTileFloats) {
+    let s = AttentionShape(q: q, k: k, v: v, heads: heads, causal: causal, tileFloats: tileFloats)
+    precondition(out.shape == q.shape, "attention output \(out.shape), expected \(q.shape)")
+    precondition(logSumExp.count == s.batch * heads * s.queries, "logSumExp must be [B, H, Tq]")
+    let (tk, w, d) = (s.keys, s.width, s.headDim)
+    BLAS.singleThreaded {
+        ThreadPool.shared.parallelFor(s.batch * heads * s.blocks) { task, _ in
+            let (b, h, r0, rows) = tile(s, task)
+            let qp = q.pointer + (b * s.queries + r0) * w + h * d
+            let kp = k.pointer + b * tk * w + h * d
+            let vp = v.pointer + b * tk * w + h * d
+            Scratch.with { arena in
+                let sc = arena.tensor([rows, tk], zeroed: false).pointer
+                // S = scale · Q_blk · Kᵀ   [rows, Tk]
+                BLAS.gemm(transB: true, m: rows, n: tk, k: d, alpha: s.scale, a: qp, lda: w, b: kp, ldb: w,
+                          c: sc, ldc: tk)
+                let lse = logSumExp.pointer + (b * heads + h) * s.queries + r0
+                // Unnormalized E = exp(S − rowmax); the 1/Σ goes onto the [rows, D] output
+                // instead of a third pass over the [rows, Tk] tile.
+                var inverseSums = [Float](repeating: 0, count: rows)
+                for i in 0..<rows {
+                    let row = sc + i * tk
+                    maskRow(s, row, r0 + i)
+                    let (mx, sum) = expRow(row, tk)
+                    lse[i] = mx + Foundation.log(sum)
+                    inverseSums[i] = sum > 0 ? 1 / sum : 0
+                }
+                // O_blk = E · V, then row i scaled by 1/Σ_i   [rows, D]
+                let op = out.pointer + (b * s.queries + r0) * w + h * d
+                BLAS.gemm(m: rows, n: d, k: tk, a: sc, lda: tk, b: vp, ldb: w, c: op, ldc: w)
+                for i in 0..<rows {
+                    let r = op + i * w, inv = inverseSums[i]
+                    for c in 0..<d { r[c] *= inv }
+                }
+            }
+        }
+    }
+}
+
+/// Gradients of `attentionForward`, accumulated into any of dq, dk, dv that are given.
+///   forward: S = scale·Q·Kᵀ, P = softmax(S), O = P·V
+///   dV += Pᵀ·dO;  dP = dO·Vᵀ;  dS = P ∘ (dP − rowsum(dO ∘ O));  dQ += scale·dS·K;  dK += scale·dSᵀ·Q
+/// Query-row tiles of one head add into the same dK/dV rows, so those go to per-worker buffers
+/// that are summed at the end.
+public func attentionBackward(q: Tensor, k: Tensor, v: Tensor, heads: Int, causal: Bool = false,
+                              out: Tensor, logSumExp: Tensor, dOut: Tensor,
+                              dq: Tensor?, dk: Tensor?, dv: Tensor?, tileFloats: Int = AttentionShape.defaultTileFloats) {
+    let s = AttentionShape(q: q, k: k, v: v, heads: heads, causal: causal, tileFloats: tileFloats)
+    if dq == nil && dk == nil && dv == nil { return }
+    let (tk, w, d) = (s.keys, s.width, s.headDim)
+    let pool = ThreadPool.shared
+    let workers = pool.threadCount
+    let kvCount = s.batch * tk * w
+    // Worker 0 (the calling thread) adds into dk/dv directly; the others into zeroed buffers
+    // from the caller's scratch, summed in afterwards.
+    Scratch.with { arena in
+    let partialK = (dk != nil && workers > 1) ? arena.tensor([workers - 1, kvCount]) : nil
+    let partialV = (dv != nil && workers > 1) ? arena.tensor([workers - 1, kvCount]) : nil
+    BLAS.singleThreaded {
+        pool.parallelFor(s.batch * heads * s.blocks) { task, worker in
+            let (b, h, r0, rows) = tile(s, task)
+            let rowOffset = (b * s.queries + r0) * w + h * d
+            let headOffset = b * tk * w + h * d
+            let qp = q.pointer + rowOffset, dop = dOut.pointer + rowOffset, op = out.pointer + rowOffset
+            let kp = k.pointer + headOffset, vp = v.pointer + headOffset
+            let dkp = worker == 0 ? dk.map { $0.pointer + headOffset } : partialK.map { $0.pointer + (worker - 1) * kvCount + headOffset }
+            let dvp = worker == 0 ? dv.map { $0.pointer + headOffset } : partialV.map { $0.pointer + (worker - 1) * kvCount + headOffset }
+            let lse = logSumExp.pointer + (b * heads + h) * s.queries + r0
+            Scratch.with { arena in
+                let p = arena.tensor([rows, tk], zeroed: false).pointer
+                let dp = arena.tensor([rows, tk], zeroed: false).pointer
+                // P = exp(scale·Q·Kᵀ − lse), recomputed.
+                BLAS.gemm(transB: true, m: rows, n: tk, k: d, alpha: s.scale, a: qp, lda: w, b: kp, ldb: w,
+                          c: p, ldc: tk)
+                for i in 0..<rows {
+                    let row = p + i * tk
+                    maskRow(s, row, r0 + i)
+                    expShifted(row, tk, shift: lse[i])
+                }
+                if let dvp {  // dV += Pᵀ · dO
+                    BLAS.gemm(transA: true, m: tk, n: d, k: rows, a: p, lda: tk, b: dop, ldb: w,
+                              beta: 1, c: dvp, ldc: w)
+                }
+                guard dq != nil || dkp != nil else { return }
+                // dP = dO · Vᵀ, then dS = P ∘ (dP − Σ_j dO·O) in place.
+                BLAS.gemm(transB: true, m: rows, n: tk, k: d, a: dop, lda: w, b: vp, ldb: w, c: dp, ldc: tk)
+                for i in 0..<rows {
+                    let delta = Vec8(repeating: Float(dotProduct(dop + i * w, op + i * w, d)))
+                    let pr = p + i * tk, dr = dp + i * tk
+                    var j = 0
+                    while j + 8 <= tk { store8(load8(pr + j) * (load8(dr + j) - delta), dr + j); j += 8 }
+                    while j < tk { dr[j] = pr[j] * (dr[j] - delta[0]); j += 1 }
+                }
+                if let dq {  // dQ += scale · dS · K
+                    BLAS.gemm(m: rows, n: d, k: tk, alpha: s.scale, a: dp, lda: tk, b: kp, ldb: w,
+                              beta: 1, c: dq.pointer + rowOffset, ldc: w)
+                }
+                if let dkp {  // dK += scale · dSᵀ · Q
+                    BLAS.gemm(transA: true, m: tk, n: d, k: rows, alpha: s.scale, a: dp, lda: tk, b: qp, ldb: w,
+                              beta: 1, c: dkp, ldc: w)
+                }
+            }
+        }
+    }
+    if let partialK, let dk { reduceWorkers(partialK, into: dk) }
+    if let partialV, let dv { reduceWorkers(partialV, into: dv) }
+    }
+}
+
+/// (batch, head, first row, row count) of tile `task`.
+@inline(__always) private func tile(_ s: AttentionShape, _ task: Int) -> (Int, Int, Int, Int) {
+    let block = task % s.blocks, bh = task / s.blocks
+    let r0 = block * s.blockRows
+    return (bh / s.heads, bh % s.heads, r0, min(s.blockRows, s.queries - r0))
+}
+
+/// Sets the scores of keys after the causal horizon of query `row` to −∞.
+@inline(__always) private func maskRow(_ s: AttentionShape, _ scores: UnsafeMutablePointer<Float>, _ row: Int) {
+    guard s.causal else { return }
+    let first = s.lastKey(row) + 1
+    if first < s.keys { (scores + first).update(repeating: -.infinity, count: s.keys - first) }
+}
+
+/// x = exp(x − shift), in place (−∞ → 0).
+@inline(__always) private func expShifted(_ x: UnsafeMutablePointer<Float>, _ n: Int, shift: Float) {
+    let sv = Vec8(repeating: shift)
+    var i = 0
+    while i + 8 <= n { store8(exp8(load8(x + i) - sv), x + i); i += 8 }
+    while i < n { x[i] = exp1(x[i] - shift); i += 1 }
+}
+
+/// into += Σ_w partial[w]
+private func reduceWorkers(_ partial: Tensor, into: Tensor) {
+    let n = into.count
+    ThreadPool.shared.parallelRanges(n, grain: 16384) { range in
+        for w in 0..<partial.shape[0] {
+            addInPlace(into.pointer + range.lowerBound, partial.pointer + w * n + range.lowerBound, range.count)
+        }
+    }
+}
+
+// MARK: - Naive reference (full score matrices, Double)
+
+public func attentionForwardNaive(q: Tensor, k: Tensor, v: Tensor, heads: Int, causal: Bool = false, out: Tensor) {
+    let s = AttentionShape(q: q, k: k, v: v, heads: heads, causal: causal)
+    let (w, d) = (s.width, s.headDim)
+    for b in 0..<s.batch { for h in 0..<heads { for i in 0..<s.queries {
+        let probs = naiveProbabilities(s, q, k, b, h, i)
+        for c in 0..<d {
+            var acc = 0.0
+            for j in 0..<s.keys { acc += probs[j] * Double(v.pointer[(b * s.keys + j) * w + h * d + c]) }
+            out.pointer[(b * s.queries + i) * w + h * d + c] = Float(acc)
+        }
+    } } }
+}
+
+public func attentionBackwardNaive(q: Tensor, k: Tensor, v: Tensor, heads: Int, causal: Bool = false,
+                                   dOut: Tensor, dq: Tensor?, dk: Tensor?, dv: Tensor?) {
+    let s = AttentionShape(q: q, k: k, v: v, heads: heads, causal: causal)
+    let (w, d) = (s.width, s.headDim)
+    let scale = Double(s.scale)
+    for b in 0..<s.batch { for h in 0..<heads { for i in 0..<s.queries {
+        let probs = naiveProbabilities(s, q, k, b, h, i)
+        let qi = (b * s.queries + i) * w + h * d
+        var dp = [Double](repeating: 0, count: s.keys)
+        for j in 0..<s.keys {
+            let kj = (b * s.keys + j) * w + h * d
+            for c in 0..<d {
+                dp[j] += Double(dOut.pointer[qi + c]) * Double(v.pointer[kj + c])
+                dv?.pointer[kj + c] += Float(probs[j] * Double(dOut.pointer[qi + c]))
+            }
+        }
+        let dot = zip(probs, dp).reduce(0) { $0 + $1.0 * $1.1 }
+        for j in 0..<s.keys {
+            let ds = probs[j] * (dp[j] - dot) * scale
+            let kj = (b * s.keys + j) * w + h * d
+            for c in 0..<d {
+                dq?.pointer[qi + c] += Float(ds * Double(k.pointer[kj + c]))
+                dk?.pointer[kj + c] += Float(ds * Double(q.pointer[qi + c]))
+            }
+        }
+    } } }
+}
+
+private func naiveProbabilities(_ s: AttentionShape, _ q: Tensor, _ k: Tensor, _ b: Int, _ h: Int, _ i: Int) -> [Double] {
+    let (w, d) = (s.width, s.headDim)
+    var scores = [Double](repeating: -.infinity, count: s.keys)
+    for j in 0...s.lastKey(i) {
+        var acc = 0.0
+        for c in 0..<d {
+            acc += Double(q.pointer[(b * s.queries + i) * w + h * d + c]) * Double(k.pointer[(b * s.keys + j) * w + h * d + c])
+        }
+        scores[j] = acc * Double(s.scale)
+    }
+    let mx = scores.max() ?? 0
+    let e = scores.map { Foundation.exp($0 - mx) }
+    let sum = e.reduce(0, +)
+    return e.map { $0 / sum }
+}

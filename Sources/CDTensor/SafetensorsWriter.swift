@@ -1,0 +1,118 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Builds a safetensors file from fp32 tensors, stored as F32, F16 or BF16, plus `__metadata__`.
+///
+/// Layout as the reference writer: header padded with spaces to a multiple of 8, tensors ordered
+/// by descending element size then name, so each starts aligned to its element size. `write`
+/// goes to a temporary file in the same directory and renames it over the target after fsync,
+/// so an existing file is never left half-written.
+public struct SafetensorsWriter {
+    public enum StoredType: String, Sendable { case f32 = "F32", f16 = "F16", bf16 = "BF16" }
+
+    private struct Item {
+        let name: String
+        let shape: [Int]
+        let type: StoredType
+        let values: Tensor
+        var byteCount: Int { values.count * (type == .f32 ? 4 : 2) }
+    }
+
+    public var metadata: [String: String]
+    private var items: [Item] = []
+
+    public init(metadata: [String: String] = [:]) { self.metadata = metadata }
+
+    public mutating func add(_ name: String, _ tensor: Tensor, as type: StoredType = .f32) {
+        precondition(!name.isEmpty && name != "__metadata__", "invalid tensor name '\(name)'")
+        precondition(!items.contains { $0.name == name }, "tensor '\(name)' added twice")
+        items.append(Item(name: name, shape: tensor.shape, type: type, values: tensor))
+    }
+
+    /// The complete file contents.
+    public func serialized() -> Data {
+        let ordered = items.sorted { a, b in
+            a.type == .f32 && b.type != .f32 ? true : (a.type != .f32 && b.type == .f32 ? false : a.name < b.name)
+        }
+        var header = "{"
+        var fields: [String] = []
+        if !metadata.isEmpty {
+            let m = metadata.keys.sorted().map { "\(jsonString($0)):\(jsonString(metadata[$0]!))" }
+            fields.append("\"__metadata__\":{\(m.joined(separator: ","))}")
+        }
+        var offset = 0
+        for item in ordered {
+            let shape = item.shape.map(String.init).joined(separator: ",")
+            fields.append("\(jsonString(item.name)):{\"dtype\":\"\(item.type.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + item.byteCount)]}")
+            offset += item.byteCount
+        }
+        header += fields.joined(separator: ",") + "}"
+        var headerData = Data(header.utf8)
+        while headerData.count % 8 != 0 { headerData.append(0x20) }
+
+        var out = Data(capacity: 8 + headerData.count + offset)
+        withUnsafeBytes(of: UInt64(headerData.count).littleEndian) { out.append(contentsOf: $0) }
+        out.append(headerData)
+        for item in ordered {
+            let src = item.values.pointer
+            switch item.type {
+            case .f32:
+                var le = [UInt32](repeating: 0, count: item.values.count)
+                for i in le.indices { le[i] = src[i].bitPattern.littleEndian }
+                le.withUnsafeBytes { out.append(contentsOf: $0) }
+            case .f16, .bf16:
+                var le = [UInt16](repeating: 0, count: item.values.count)
+                for i in le.indices {
+                    let bits = item.type == .f16 ? HalfPrecision.narrowF16(src[i]) : HalfPrecision.narrowBF16(src[i])
+                    le[i] = bits.littleEndian
+                }
+                le.withUnsafeBytes { out.append(contentsOf: $0) }
+            }
+        }
+        return out
+    }
+
+    /// Writes atomically: temporary file beside `path`, fsync, rename.
+    public func write(to path: String) throws {
+        let data = serialized()
+        let dir = (path as NSString).deletingLastPathComponent
+        let tmp = (dir.isEmpty ? "." : dir) + "/.\((path as NSString).lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw SafetensorsError.writeFailed(file: path, reason: String(cString: strerror(errno))) }
+        var failure: String?
+        data.withUnsafeBytes { raw in
+            var done = 0
+            while done < raw.count {
+                let n = Glibc.write(fd, raw.baseAddress! + done, raw.count - done)
+                if n < 0 { if errno == EINTR { continue }; failure = String(cString: strerror(errno)); return }
+                done += n
+            }
+        }
+        if failure == nil && fsync(fd) != 0 { failure = String(cString: strerror(errno)) }
+        close(fd)
+        if failure == nil && rename(tmp, path) != 0 { failure = String(cString: strerror(errno)) }
+        if let failure {
+            unlink(tmp)
+            throw SafetensorsError.writeFailed(file: path, reason: failure)
+        }
+    }
+}
+
+/// A JSON string literal.
+func jsonString(_ s: String) -> String {
+    var out = "\""
+    for u in s.unicodeScalars {
+        switch u {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        case _ where u.value < 0x20: out += String(format: "\\u%04x", u.value)
+        default: out.unicodeScalars.append(u)
+        }
+    }
+    return out + "\""
+}

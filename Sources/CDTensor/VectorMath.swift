@@ -1,0 +1,58 @@
+/// SIMD helpers for the hot loops: 8-wide fp32 loads/stores and a vectorized exp.
+public typealias Vec8 = SIMD8<Float>
+
+@inline(__always) func load8(_ p: UnsafePointer<Float>) -> Vec8 {
+    UnsafeRawPointer(p).loadUnaligned(as: Vec8.self)
+}
+
+@inline(__always) func load8(_ p: UnsafeMutablePointer<Float>) -> Vec8 {
+    UnsafeRawPointer(p).loadUnaligned(as: Vec8.self)
+}
+
+@inline(__always) func store8(_ v: Vec8, _ p: UnsafeMutablePointer<Float>) {
+    UnsafeMutableRawPointer(p).storeBytes(of: v, as: Vec8.self)
+}
+
+/// Lane-wise max/min. Written as compare + select because the standard library's
+/// `pointwiseMax`/`clamped` on SIMD8 compile to out-of-line scalar loops.
+@inline(__always) func vmax(_ a: Vec8, _ b: Vec8) -> Vec8 { a.replacing(with: b, where: a .< b) }
+@inline(__always) func vmin(_ a: Vec8, _ b: Vec8) -> Vec8 { a.replacing(with: b, where: b .< a) }
+
+/// exp(x) for 8 lanes (Cephes expf: range reduction by ln 2, degree-6 polynomial; about 1 ulp
+/// on [-87, 88]). Inputs below -87.3 give 0 and above 88.37 give ~2.4e38, so results stay finite.
+/// n = round(x·log2 e) comes from adding 1.5·2²³ (the sum's low mantissa bits are n), because
+/// `rounded(.down)` and Float→Int32 conversion on SIMD8 are not vectorized by the compiler.
+@inline(__always) func exp8(_ input: Vec8) -> Vec8 {
+    let x0 = vmin(vmax(input, Vec8(repeating: -87.33654)), Vec8(repeating: 88.37626))
+    // addingProduct is a fused multiply-add (vfmadd with -target-cpu haswell); plain a * b + c
+    // is not contracted by Swift.
+    let t = Vec8(repeating: 12_582_912.0).addingProduct(x0, Vec8(repeating: 1.44269504088896341))
+    let n = t - 12_582_912.0
+    let x = x0.addingProduct(n, Vec8(repeating: -0.693359375)).addingProduct(n, Vec8(repeating: 2.12194440e-4))
+    let z = x * x
+    var y = Vec8(repeating: 1.3981999507e-3).addingProduct(Vec8(repeating: 1.9875691500e-4), x)
+    y = Vec8(repeating: 8.3334519073e-3).addingProduct(y, x)
+    y = Vec8(repeating: 4.1665795894e-2).addingProduct(y, x)
+    y = Vec8(repeating: 1.6666665459e-1).addingProduct(y, x)
+    y = Vec8(repeating: 5.0000001201e-1).addingProduct(y, x)
+    y = (x + 1).addingProduct(y, z)
+    // 2^n: bits(t) = 0x4B400000 + n, so (bits(t) − 0x4B400000 + 127) << 23.
+    let pow2 = (unsafeBitCast(t, to: SIMD8<Int32>.self) &- 0x4B3F_FF81) &<< 23
+    let scaled = y * unsafeBitCast(pow2, to: Vec8.self)
+    return scaled.replacing(with: 0, where: input .< -87.33654)
+}
+
+/// Scalar exp with the same polynomial, for tails shorter than 8 lanes (so a row's result does
+/// not depend on its length modulo 8).
+@inline(__always) func exp1(_ x: Float) -> Float {
+    exp8(Vec8(repeating: x))[0]
+}
+
+/// Numerically safe logistic function for 8 lanes.
+@inline(__always) func sigmoid8(_ x: Vec8) -> Vec8 {
+    1 / (1 + exp8(-x))
+}
+
+@inline(__always) func sigmoid1(_ x: Float) -> Float {
+    sigmoid8(Vec8(repeating: x))[0]
+}

@@ -1,0 +1,14 @@
+// OpenMPI's handles are macros over addresses of global objects (MPI_COMM_WORLD is
+// `OMPI_PREDEFINED_GLOBAL(MPI_Comm, ompi_mpi_comm_world)`), which Swift cannot import.
+// These inline functions hand them to Swift as values.
+#include <mpi.h>
+
+static inline MPI_Comm cmpi_comm_world(void) { return MPI_COMM_WORLD; }
+static inline MPI_Datatype cmpi_float(void) { return MPI_FLOAT; }
+static inline MPI_Datatype cmpi_double(void) { return MPI_DOUBLE; }
+static inline MPI_Datatype cmpi_byte(void) { return MPI_BYTE; }
+static inline MPI_Datatype cmpi_int64(void) { return MPI_INT64_T; }
+static inline MPI_Op cmpi_sum(void) { return MPI_SUM; }
+static inline MPI_Op cmpi_max(void) { return MPI_MAX; }
+static inline int cmpi_thread_funneled(void) { return MPI_THREAD_FUNNELED; }
+static inline int cmpi_max_library_version_string(void) { return MPI_MAX_LIBRARY_VERSION_STRING; }

@@ -1,0 +1,9 @@
+import ArgumentParser
+
+@main
+struct CDTrainerd: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cdtrainerd",
+        abstract: "Custom Diffusion training daemon for CPU clusters (OpenBLAS numerics, MPI data parallelism).",
+        subcommands: [BenchCommand.self, VersionCommand.self])
+}

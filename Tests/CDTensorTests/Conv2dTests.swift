@@ -1,0 +1,58 @@
+import Testing
+@testable import CDTensor
+
+@Suite struct Conv2dTests {
+    struct Case: CustomTestStringConvertible, Sendable {
+        let name: String, input: [Int], weight: [Int], parameters: Conv2dParameters
+        var testDescription: String { name }
+    }
+
+    static let cases: [Case] = [
+        Case(name: "3x3 s1 p1", input: [2, 7, 3, 5], weight: [4, 7, 3, 3], parameters: .init(stride: 1, padding: 1)),
+        Case(name: "3x3 s2 p1", input: [2, 3, 5, 7], weight: [5, 3, 3, 3], parameters: .init(stride: 2, padding: 1)),
+        Case(name: "3x3 s1 p0", input: [1, 2, 5, 4], weight: [3, 2, 3, 3], parameters: .init(stride: 1, padding: 0)),
+        Case(name: "1x1", input: [2, 7, 3, 5], weight: [4, 7, 1, 1], parameters: .init()),
+        Case(name: "1x1 s2", input: [1, 3, 5, 5], weight: [2, 3, 1, 1], parameters: .init(stride: 2, padding: 0)),
+        Case(name: "VAE downsample (pad right/bottom, s2)", input: [2, 3, 6, 5], weight: [3, 3, 3, 3], parameters: .vaeDownsample),
+        Case(name: "3x3 s2 p1 width 1", input: [1, 2, 3, 1], weight: [2, 2, 3, 3], parameters: .init(stride: 2, padding: 1)),
+    ]
+
+    @Test(arguments: cases)
+    func forwardAndBackwardMatchNaive(_ c: Case) {
+        var rng = SeededRandom(seed: 11)
+        let x = rng.tensor(c.input), w = rng.tensor(c.weight), b = rng.tensor([c.weight[0]])
+        let g = Conv2dGeometry(input: c.input, weight: c.weight, parameters: c.parameters)
+        let fast = Tensor(zeros: g.outputShape), ref = Tensor(zeros: g.outputShape)
+        conv2dForward(x: x, weight: w, bias: b, out: fast, parameters: c.parameters)
+        conv2dForwardNaive(x: x, weight: w, bias: b, out: ref, parameters: c.parameters)
+        expectClose(fast, ref, "conv \(c.name) forward")
+
+        let dy = rng.tensor(g.outputShape)
+        let dx = Tensor(zeros: c.input), dw = Tensor(zeros: c.weight), db = Tensor(zeros: [c.weight[0]])
+        let dxN = Tensor(zeros: c.input), dwN = Tensor(zeros: c.weight), dbN = Tensor(zeros: [c.weight[0]])
+        conv2dBackward(x: x, weight: w, dOut: dy, dx: dx, dWeight: dw, dBias: db, parameters: c.parameters)
+        conv2dBackwardNaive(x: x, weight: w, dOut: dy, dx: dxN, dWeight: dwN, dBias: dbN, parameters: c.parameters)
+        expectClose(dx, dxN, "conv \(c.name) dx"); expectClose(dw, dwN, "conv \(c.name) dW"); expectClose(db, dbN, "conv \(c.name) db")
+
+        let loss = { conv2dForward(x: x, weight: w, bias: b, out: fast, parameters: c.parameters); return projection(fast, dy) }
+        expectGradient("conv \(c.name) dx", param: x, analytic: dx, loss: loss)
+        expectGradient("conv \(c.name) dW", param: w, analytic: dw, loss: loss)
+        expectGradient("conv \(c.name) db", param: b, analytic: db, loss: loss)
+    }
+
+    @Test func inputGradientOnlyWhenWeightsFrozen() {
+        var rng = SeededRandom(seed: 12)
+        let x = rng.tensor([1, 3, 4, 4]), w = rng.tensor([2, 3, 3, 3]), dy = rng.tensor([1, 2, 4, 4])
+        let dx = Tensor(zeros: x.shape), ref = Tensor(zeros: x.shape)
+        conv2dBackward(x: x, weight: w, dOut: dy, dx: dx, dWeight: nil, dBias: nil, parameters: .init(stride: 1, padding: 1))
+        conv2dBackwardNaive(x: x, weight: w, dOut: dy, dx: ref, dWeight: nil, dBias: nil, parameters: .init(stride: 1, padding: 1))
+        expectClose(dx, ref, "conv dx with frozen weights")
+    }
+
+    @Test func outputSizesFollowPyTorch() {
+        // 64x64 → 32x32 for both UNet (pad 1) and VAE (pad right/bottom) downsamplers.
+        #expect(Conv2dGeometry(input: [1, 4, 64, 64], weight: [4, 4, 3, 3], parameters: .init(stride: 2, padding: 1)).outputShape == [1, 4, 32, 32])
+        #expect(Conv2dGeometry(input: [1, 4, 64, 64], weight: [4, 4, 3, 3], parameters: .vaeDownsample).outputShape == [1, 4, 32, 32])
+        #expect(Conv2dGeometry(input: [1, 4, 7, 7], weight: [4, 4, 3, 3], parameters: .init(stride: 2, padding: 1)).outputShape == [1, 4, 4, 4])
+    }
+}
