@@ -33,6 +33,9 @@ public struct AttentionShape: Sendable, Equatable {
 
     var width: Int { heads * headDim }
     var scale: Float { 1 / Float(headDim).squareRoot() }
+    /// Row stride of a score tile: keys rounded up to 16, the padding held at −∞ (probability 0) so
+    /// the exp passes run whole 8-lane blocks. GEMMs read only the first `keys` columns.
+    var tileStride: Int { (keys + 15) & ~15 }
     /// Query rows per tile: `tileFloats / keys`, between 8 and 1024.
     var blockRows: Int { max(8, min(1024, tileFloats / max(keys, 1))) }
     var blocks: Int { (queries + blockRows - 1) / blockRows }
@@ -47,7 +50,7 @@ public func attentionForward(q: Tensor, k: Tensor, v: Tensor, heads: Int, causal
     let s = AttentionShape(q: q, k: k, v: v, heads: heads, causal: causal, tileFloats: tileFloats)
     precondition(out.shape == q.shape, "attention output \(out.shape), expected \(q.shape)")
     precondition(logSumExp.count == s.batch * heads * s.queries, "logSumExp must be [B, H, Tq]")
-    let (tk, w, d) = (s.keys, s.width, s.headDim)
+    let (tk, w, d, ld) = (s.keys, s.width, s.headDim, s.tileStride)
     BLAS.singleThreaded {
         ThreadPool.shared.parallelFor(s.batch * heads * s.blocks) { task, _ in
             let (b, h, r0, rows) = tile(s, task)
@@ -55,24 +58,24 @@ public func attentionForward(q: Tensor, k: Tensor, v: Tensor, heads: Int, causal
             let kp = k.pointer + b * tk * w + h * d
             let vp = v.pointer + b * tk * w + h * d
             Scratch.with { arena in
-                let sc = arena.tensor([rows, tk], zeroed: false).pointer
+                let sc = arena.tensor([rows, ld], zeroed: false).pointer
                 // S = scale · Q_blk · Kᵀ   [rows, Tk]
                 BLAS.gemm(transB: true, m: rows, n: tk, k: d, alpha: s.scale, a: qp, lda: w, b: kp, ldb: w,
-                          c: sc, ldc: tk)
+                          c: sc, ldc: ld)
                 let lse = logSumExp.pointer + (b * heads + h) * s.queries + r0
                 // Unnormalized E = exp(S − rowmax); the 1/Σ goes onto the [rows, D] output
                 // instead of a third pass over the [rows, Tk] tile.
-                var inverseSums = [Float](repeating: 0, count: rows)
+                let inverseSums = arena.tensor([rows], zeroed: false).pointer
                 for i in 0..<rows {
-                    let row = sc + i * tk
+                    let row = sc + i * ld
                     maskRow(s, row, r0 + i)
-                    let (mx, sum) = expRow(row, tk)
+                    let (mx, sum) = expRow(row, ld)
                     lse[i] = mx + Foundation.log(sum)
                     inverseSums[i] = sum > 0 ? 1 / sum : 0
                 }
                 // O_blk = E · V, then row i scaled by 1/Σ_i   [rows, D]
                 let op = out.pointer + (b * s.queries + r0) * w + h * d
-                BLAS.gemm(m: rows, n: d, k: tk, a: sc, lda: tk, b: vp, ldb: w, c: op, ldc: w)
+                BLAS.gemm(m: rows, n: d, k: tk, a: sc, lda: ld, b: vp, ldb: w, c: op, ldc: w)
                 for i in 0..<rows {
                     let r = op + i * w, inv = inverseSums[i]
                     for c in 0..<d { r[c] *= inv }
@@ -92,7 +95,7 @@ public func attentionBackward(q: Tensor, k: Tensor, v: Tensor, heads: Int, causa
                               dq: Tensor?, dk: Tensor?, dv: Tensor?, tileFloats: Int = AttentionShape.defaultTileFloats) {
     let s = AttentionShape(q: q, k: k, v: v, heads: heads, causal: causal, tileFloats: tileFloats)
     if dq == nil && dk == nil && dv == nil { return }
-    let (tk, w, d) = (s.keys, s.width, s.headDim)
+    let (tk, w, d, ld) = (s.keys, s.width, s.headDim, s.tileStride)
     let pool = ThreadPool.shared
     let workers = pool.threadCount
     let kvCount = s.batch * tk * w
@@ -112,36 +115,36 @@ public func attentionBackward(q: Tensor, k: Tensor, v: Tensor, heads: Int, causa
             let dvp = worker == 0 ? dv.map { $0.pointer + headOffset } : partialV.map { $0.pointer + (worker - 1) * kvCount + headOffset }
             let lse = logSumExp.pointer + (b * heads + h) * s.queries + r0
             Scratch.with { arena in
-                let p = arena.tensor([rows, tk], zeroed: false).pointer
-                let dp = arena.tensor([rows, tk], zeroed: false).pointer
+                let p = arena.tensor([rows, ld], zeroed: false).pointer
+                let dp = arena.tensor([rows, ld], zeroed: false).pointer
                 // P = exp(scale·Q·Kᵀ − lse), recomputed.
                 BLAS.gemm(transB: true, m: rows, n: tk, k: d, alpha: s.scale, a: qp, lda: w, b: kp, ldb: w,
-                          c: p, ldc: tk)
+                          c: p, ldc: ld)
                 for i in 0..<rows {
-                    let row = p + i * tk
+                    let row = p + i * ld
                     maskRow(s, row, r0 + i)
-                    expShifted(row, tk, shift: lse[i])
+                    expShifted(row, ld, shift: lse[i])
                 }
                 if let dvp {  // dV += Pᵀ · dO
-                    BLAS.gemm(transA: true, m: tk, n: d, k: rows, a: p, lda: tk, b: dop, ldb: w,
+                    BLAS.gemm(transA: true, m: tk, n: d, k: rows, a: p, lda: ld, b: dop, ldb: w,
                               beta: 1, c: dvp, ldc: w)
                 }
                 guard dq != nil || dkp != nil else { return }
                 // dP = dO · Vᵀ, then dS = P ∘ (dP − Σ_j dO·O) in place.
-                BLAS.gemm(transB: true, m: rows, n: tk, k: d, a: dop, lda: w, b: vp, ldb: w, c: dp, ldc: tk)
+                BLAS.gemm(transB: true, m: rows, n: tk, k: d, a: dop, lda: w, b: vp, ldb: w, c: dp, ldc: ld)
                 for i in 0..<rows {
                     let delta = Vec8(repeating: Float(dotProduct(dop + i * w, op + i * w, d)))
-                    let pr = p + i * tk, dr = dp + i * tk
+                    let pr = p + i * ld, dr = dp + i * ld
+                    for j in tk..<ld { dr[j] = 0 }  // padding: never written by the GEMM
                     var j = 0
-                    while j + 8 <= tk { store8(load8(pr + j) * (load8(dr + j) - delta), dr + j); j += 8 }
-                    while j < tk { dr[j] = pr[j] * (dr[j] - delta[0]); j += 1 }
+                    while j < ld { store8(load8(pr + j) * (load8(dr + j) - delta), dr + j); j += 8 }
                 }
                 if let dq {  // dQ += scale · dS · K
-                    BLAS.gemm(m: rows, n: d, k: tk, alpha: s.scale, a: dp, lda: tk, b: kp, ldb: w,
+                    BLAS.gemm(m: rows, n: d, k: tk, alpha: s.scale, a: dp, lda: ld, b: kp, ldb: w,
                               beta: 1, c: dq.pointer + rowOffset, ldc: w)
                 }
                 if let dkp {  // dK += scale · dSᵀ · Q
-                    BLAS.gemm(transA: true, m: tk, n: d, k: rows, alpha: s.scale, a: dp, lda: tk, b: qp, ldb: w,
+                    BLAS.gemm(transA: true, m: tk, n: d, k: rows, alpha: s.scale, a: dp, lda: ld, b: qp, ldb: w,
                               beta: 1, c: dkp, ldc: w)
                 }
             }
@@ -159,11 +162,11 @@ public func attentionBackward(q: Tensor, k: Tensor, v: Tensor, heads: Int, causa
     return (bh / s.heads, bh % s.heads, r0, min(s.blockRows, s.queries - r0))
 }
 
-/// Sets the scores of keys after the causal horizon of query `row` to −∞.
+/// Sets the scores after the causal horizon of query `row`, and the tile padding, to −∞.
 @inline(__always) private func maskRow(_ s: AttentionShape, _ scores: UnsafeMutablePointer<Float>, _ row: Int) {
-    guard s.causal else { return }
-    let first = s.lastKey(row) + 1
-    if first < s.keys { (scores + first).update(repeating: -.infinity, count: s.keys - first) }
+    // A loop, not update(repeating:): most calls fill a few padding floats, where memset's
+    // call overhead showed in profiles.
+    for j in (s.lastKey(row) + 1)..<s.tileStride { scores[j] = -.infinity }
 }
 
 /// x = exp(x − shift), in place (−∞ → 0).

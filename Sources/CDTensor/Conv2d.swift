@@ -216,31 +216,6 @@ func sumChannels(_ y: Tensor, into: Tensor) {
     }
 }
 
-/// Σ (x[i] − shift) for i < n, in 8 float lanes per block of 1024, blocks summed in Double.
-@inline(__always) func sumOf(_ x: UnsafePointer<Float>, _ n: Int, shift: Float = 0) -> Double {
-    let sv = Vec8(repeating: shift)
-    var total = 0.0
-    var start = 0
-    while start < n {
-        let end = min(n, start + 1024)
-        var acc = Vec8()
-        var i = start
-        while i + 8 <= end { acc += load8(x + i) - sv; i += 8 }
-        var t = Double(acc.sum())
-        while i < end { t += Double(x[i] - shift); i += 1 }
-        total += t
-        start = end
-    }
-    return total
-}
-
-/// The mean of x[0..<n], summed relative to x[0] so that a large common offset does not swamp
-/// the float lanes (normalization statistics).
-@inline(__always) func meanOf(_ x: UnsafePointer<Float>, _ n: Int) -> Double {
-    guard n > 0 else { return 0 }
-    return Double(x[0]) + sumOf(x, n, shift: x[0]) / Double(n)
-}
-
 // MARK: - Naive reference (direct loops, Double accumulation)
 
 public func conv2dForwardNaive(x: Tensor, weight: Tensor, bias: Tensor?, out: Tensor,

@@ -94,23 +94,6 @@ public func groupNormBackward(x: Tensor, gamma: Tensor, beta: Tensor, groups: In
     }
 }
 
-/// Σ (x − m)² in float lanes per block, blocks in Double.
-@inline(__always) func sumOfSquaredDeviations(_ x: UnsafePointer<Float>, _ n: Int, mean: Float) -> Double {
-    let m = Vec8(repeating: mean)
-    var total = 0.0, start = 0
-    while start < n {
-        let end = min(n, start + 1024)
-        var acc = Vec8()
-        var i = start
-        while i + 8 <= end { let t = load8(x + i) - m; acc += t * t; i += 8 }
-        var s = Double(acc.sum())
-        while i < end { let t = x[i] - mean; s += Double(t * t); i += 1 }
-        total += s
-        start = end
-    }
-    return total
-}
-
 /// y = ((x − hi) − lo)·scale + shift, then SiLU if asked.
 @inline(__always) private func affine(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int,
                                       meanHi: Float, meanLo: Float, scale: Float, shift: Float, silu: Bool) {
@@ -148,13 +131,13 @@ public func groupNormBackward(x: Tensor, gamma: Tensor, beta: Tensor, groups: In
         sdzx += dz * xhat
         i += 8
     }
-    var a = Double(sdz.sum()), b = Double(sdzx.sum())
+    var a = Double(hsum(sdz)), b = Double(hsum(sdzx))
     if i < n {
         var tx = Vec8(repeating: mean), tdy = Vec8()
         for j in i..<n { tx[j - i] = x[j]; tdy[j - i] = dy[j] }
         let xhat = (tx - mv) * rv
         let dz = dz8(tdy, xhat, gamma: gv, beta: bv, silu: silu)
-        a += Double(dz.sum()); b += Double((dz * xhat).sum())
+        a += Double(hsum(dz)); b += Double(hsum(dz * xhat))
     }
     return (a, b)
 }

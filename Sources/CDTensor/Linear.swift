@@ -96,10 +96,3 @@ func sumRows(_ a: UnsafePointer<Float>, rows: Int, cols: Int, into: UnsafeMutabl
         for j in 0..<range.count { into[range.lowerBound + j] += Float(acc[j]) }
     }
 }
-
-/// y[0..<n] += x[0..<n]
-@inline(__always) func addInPlace(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int) {
-    var i = 0
-    while i + 8 <= n { store8(load8(y + i) + load8(x + i), y + i); i += 8 }
-    while i < n { y[i] += x[i]; i += 1 }
-}

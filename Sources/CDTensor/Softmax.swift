@@ -38,25 +38,23 @@ public func softmaxBackward(out y: Tensor, dOut: Tensor, dx: Tensor) {
     var mv = Vec8(repeating: -.infinity)
     var i = 0
     while i + 8 <= n { mv = vmax(mv, load8(x + i)); i += 8 }
-    var mx = mv.max()
+    var mx = hmax(mv)
     while i < n { mx = max(mx, x[i]); i += 1 }
     if mx == -.infinity { x.update(repeating: 0, count: n); return (mx, 0) }
     let ms = Vec8(repeating: mx)
-    var acc = Vec8()
+    var acc = Vec8(), acc2 = Vec8()
     i = 0
+    // Two independent exps per iteration: exp8 is one long dependency chain.
+    while i + 16 <= n {
+        let e = exp8(load8(x + i) - ms), e2 = exp8(load8(x + i + 8) - ms)
+        store8(e, x + i); store8(e2, x + i + 8)
+        acc += e; acc2 += e2
+        i += 16
+    }
     while i + 8 <= n { let e = exp8(load8(x + i) - ms); store8(e, x + i); acc += e; i += 8 }
-    var sum = acc.sum()
+    var sum = hsum(acc + acc2)
     while i < n { let e = exp1(x[i] - mx); x[i] = e; sum += e; i += 1 }
     return (mx, sum)
-}
-
-@inline(__always) func dotProduct(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Double {
-    var acc = Vec8()
-    var i = 0
-    while i + 8 <= n { acc += load8(a + i) * load8(b + i); i += 8 }
-    var s = Double(acc.sum())
-    while i < n { s += Double(a[i] * b[i]); i += 1 }
-    return s
 }
 
 public func softmaxForwardNaive(x: Tensor, out: Tensor) {

@@ -14,7 +14,13 @@ import Synchronization
 /// OpenBLAS keeps threads of its own; `BLAS` sets its count to the same number and kernels never
 /// run a multi-threaded GEMM from inside a task.
 public final class ThreadPool: @unchecked Sendable {
-    public static let shared = ThreadPool(threadCount: ThreadPool.defaultThreadCount)
+    /// The process's pool. Creating it also sets OpenBLAS to the same thread count, so BLAS
+    /// calls from the calling thread and our parallel loops use the same cores.
+    public static let shared: ThreadPool = {
+        let pool = ThreadPool(threadCount: ThreadPool.defaultThreadCount)
+        BLAS.setThreads(pool.threadCount)
+        return pool
+    }()
 
     /// CPUs this process may use (Foundation reads the affinity mask and cgroup quota, so
     /// containers and `taskset` are respected), or `CD_NUM_THREADS` when set.

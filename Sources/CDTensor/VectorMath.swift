@@ -18,6 +18,23 @@ public typealias Vec8 = SIMD8<Float>
 @inline(__always) func vmax(_ a: Vec8, _ b: Vec8) -> Vec8 { a.replacing(with: b, where: a .< b) }
 @inline(__always) func vmin(_ a: Vec8, _ b: Vec8) -> Vec8 { a.replacing(with: b, where: b .< a) }
 
+/// Horizontal max and sum by halving (the standard library's `max()`/`sum()` on SIMD8 are
+/// out-of-line generic calls, which showed in per-row softmax loops).
+@inline(__always) func hmax(_ v: Vec8) -> Float {
+    let a = vmax4(v.lowHalf, v.highHalf)
+    let b = vmax2(a.lowHalf, a.highHalf)
+    return Swift.max(b[0], b[1])
+}
+
+@inline(__always) func hsum(_ v: Vec8) -> Float {
+    let a = v.lowHalf + v.highHalf
+    let b = a.lowHalf + a.highHalf
+    return b[0] + b[1]
+}
+
+@inline(__always) private func vmax4(_ a: SIMD4<Float>, _ b: SIMD4<Float>) -> SIMD4<Float> { a.replacing(with: b, where: a .< b) }
+@inline(__always) private func vmax2(_ a: SIMD2<Float>, _ b: SIMD2<Float>) -> SIMD2<Float> { a.replacing(with: b, where: a .< b) }
+
 /// exp(x) for 8 lanes (Cephes expf: range reduction by ln 2, degree-6 polynomial; about 1 ulp
 /// on [-87, 88]). Inputs below -87.3 give 0 and above 88.37 give ~2.4e38, so results stay finite.
 /// n = round(x·log2 e) comes from adding 1.5·2²³ (the sum's low mantissa bits are n), because

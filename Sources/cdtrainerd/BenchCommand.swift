@@ -30,7 +30,7 @@ struct KernelsCommand: ParsableCommand {
         #if DEBUG
         FileHandle.standardError.write(Data("warning: debug build; figures are meaningless. Use `swift build -c release`.\n".utf8))
         #endif
-        BLAS.setThreads(ThreadPool.shared.threadCount)
+        _ = ThreadPool.shared  // also sets OpenBLAS's thread count
         let report = KernelBenchmark(repeats: repeats, only: only).run { line in
             if !json { FileHandle.standardError.write(Data((line + "\n").utf8)) }
         }

@@ -156,7 +156,7 @@ struct KernelBenchmark {
 
     private func measureSgemm(size n: Int) -> Double {
         let a = randomTensor([n, n]), b = randomTensor([n, n]), c = Tensor(zeros: [n, n])
-        let seconds = best(of: max(repeats, 3)) {
+        let seconds = best(of: 3) {
             BLAS.gemm(m: n, n: n, k: n, a: a.pointer, lda: n, b: b.pointer, ldb: n, c: c.pointer, ldc: n)
         }
         return 2 * Double(n) * Double(n) * Double(n) / seconds / 1e9
@@ -166,7 +166,7 @@ struct KernelBenchmark {
     private func measureBandwidth() -> Double {
         let count = 64 << 20
         let src = randomTensor([count]), dst = Tensor(zeros: [count])
-        let seconds = best(of: max(repeats, 3)) {
+        let seconds = best(of: 3) {
             ThreadPool.shared.parallelRanges(count, grain: 1 << 20) { r in
                 (dst.pointer + r.lowerBound).update(from: src.pointer + r.lowerBound, count: r.count)
             }
