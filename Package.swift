@@ -14,6 +14,7 @@ let package = Package(
     name: "cdtrainer",
     products: [
         .library(name: "CDTensor", targets: ["CDTensor"]),
+        .library(name: "CDModels", targets: ["CDModels"]),
         .executable(name: "cdtrainerd", targets: ["cdtrainerd"]),
     ],
     dependencies: [
@@ -27,6 +28,7 @@ let package = Package(
             name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c",
             providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
         .target(name: "CDTensor", dependencies: ["COpenBLAS"], swiftSettings: kernelFlags),
+        .target(name: "CDModels", dependencies: ["CDTensor"], swiftSettings: kernelFlags),
         .executableTarget(
             name: "cdtrainerd",
             dependencies: [
@@ -35,5 +37,6 @@ let package = Package(
             ],
             swiftSettings: kernelFlags),
         .testTarget(name: "CDTensorTests", dependencies: ["CDTensor"]),
+        .testTarget(name: "CDModelsTests", dependencies: ["CDModels", "CDTensor"]),
     ]
 )

@@ -3,6 +3,7 @@
 /// Custom Diffusion trains only a few rows (the modifier tokens). Those rows live in their own
 /// small tensor `rows` [R, D] for ids `rowIds`; the forward reads them instead of the table, and
 /// the backward accumulates only into them, so the frozen [V, D] table never gets a gradient.
+/// Ids of added tokens may lie past the table (49408… for a 49408-row CLIP table).
 public struct EmbeddingOverride {
     public let rowIds: [Int]
     public let rows: Tensor
@@ -20,8 +21,13 @@ public func embeddingForward(ids: [Int], table: Tensor, override: EmbeddingOverr
     precondition(out.count == ids.count * d, "embedding output \(out.shape) for \(ids.count) ids of width \(d)")
     if let override { precondition(override.rows.shape[1] == d, "override width \(override.rows.shape) vs table \(table.shape)") }
     for (i, id) in ids.enumerated() {
-        precondition(id >= 0 && id < v, "token id \(id) outside vocabulary of \(v)")
-        let src = override?.index(of: id).map { override!.rows.pointer + $0 * d } ?? table.pointer + id * d
+        let src: UnsafeMutablePointer<Float>
+        if let override, let r = override.index(of: id) {
+            src = override.rows.pointer + r * d
+        } else {
+            precondition(id >= 0 && id < v, "token id \(id) outside vocabulary of \(v) and not in the override rows")
+            src = table.pointer + id * d
+        }
         (out.pointer + i * d).update(from: src, count: d)
     }
 }

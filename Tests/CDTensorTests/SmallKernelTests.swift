@@ -110,3 +110,25 @@ import Testing
         }
     }
 }
+
+@Suite struct LayoutTests {
+    @Test func transposeAndConcatRoundTripWithGradients() {
+        var rng = SeededRandom(seed: 71)
+        let x = rng.tensor([2, 37, 45]), y = Tensor(zeros: [2, 45, 37])
+        transposeForward(x, rows: 37, cols: 45, out: y)
+        #expect((0..<2).allSatisfy { b in (0..<37).allSatisfy { i in (0..<45).allSatisfy { j in
+            y.pointer[(b * 45 + j) * 37 + i] == x.pointer[(b * 37 + i) * 45 + j] } } })
+        let dy = rng.tensor(y.shape), dx = Tensor(zeros: x.shape)
+        transposeBackward(dOut: dy, rows: 37, cols: 45, dx: dx)
+        expectGradient("transpose dx", param: x, analytic: dx, loss: { transposeForward(x, rows: 37, cols: 45, out: y); return projection(y, dy) })
+
+        let a = rng.tensor([2, 3, 2, 2]), c = rng.tensor([2, 5, 2, 2]), out = Tensor(zeros: [2, 8, 2, 2])
+        concatChannelsForward(a, c, out: out)
+        #expect(out[1].array == a[1].array + c[1].array)
+        let dOut = rng.tensor(out.shape), da = Tensor(zeros: a.shape), dc = Tensor(zeros: c.shape)
+        concatChannelsBackward(dOut: dOut, da: da, dc: dc, firstCount: 12, secondCount: 20)
+        let loss = { concatChannelsForward(a, c, out: out); return projection(out, dOut) }
+        expectGradient("concat da", param: a, analytic: da, loss: loss)
+        expectGradient("concat dc", param: c, analytic: dc, loss: loss)
+    }
+}

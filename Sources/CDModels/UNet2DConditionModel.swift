@@ -1,0 +1,179 @@
+import CDTensor
+import Foundation
+
+/// diffusers `UNet2DConditionModel` for the SD 1.x/2.x block structure, every size from the config:
+/// time embedding → conv_in → down blocks (resnets [+ transformers], downsampler but on the last)
+/// → mid block (resnet, transformer, resnet) → up blocks (resnets over [h; skip] [+ transformers],
+/// nearest-2× upsampler but on the last) → GroupNorm, SiLU, conv_out.
+public final class UNet2DConditionModel: @unchecked Sendable {
+    public let config: UNet2DConditionConfig
+    public let weights: Weights
+
+    struct Level {
+        var resnets: [ResnetBlock2D]
+        var attentions: [Transformer2D]
+        var sampler: String?  // prefix of the down/upsampler conv, if the level has one
+    }
+    let down: [Level]
+    let mid: (ResnetBlock2D, Transformer2D, ResnetBlock2D)
+    let up: [Level]
+
+    public init(config: UNet2DConditionConfig, weights: Weights, configFile: String = "config") throws {
+        try config.validate(file: configFile)
+        self.config = config
+        self.weights = weights
+        (down, mid, up) = UNet2DConditionModel.structure(config)
+    }
+
+    /// The (key, shape) table in diffusers names.
+    public static func parameterSpecs(_ c: UNet2DConditionConfig) -> [ParameterSpec] {
+        let (down, mid, up) = structure(c)
+        let c0 = c.blockOutChannels[0], t = c.timeEmbedDim
+        var s = [ParameterSpec("time_embedding.linear_1.weight", [t, c0]), ParameterSpec("time_embedding.linear_1.bias", [t]),
+                 ParameterSpec("time_embedding.linear_2.weight", [t, t]), ParameterSpec("time_embedding.linear_2.bias", [t]),
+                 ParameterSpec("conv_in.weight", [c0, c.inChannels, 3, 3]), ParameterSpec("conv_in.bias", [c0])]
+        for (i, level) in (down + up).enumerated() {
+            for r in level.resnets { s += r.specs }
+            for a in level.attentions { s += a.specs }
+            if let p = level.sampler {
+                let ch = i < down.count ? c.blockOutChannels[i] : c.blockOutChannels.reversed()[i - down.count]
+                s += [ParameterSpec(p + "conv.weight", [ch, ch, 3, 3]), ParameterSpec(p + "conv.bias", [ch])]
+            }
+            if i == down.count - 1 { s += mid.0.specs + mid.1.specs + mid.2.specs }
+        }
+        s += [ParameterSpec("conv_norm_out.weight", [c0]), ParameterSpec("conv_norm_out.bias", [c0]),
+              ParameterSpec("conv_out.weight", [c.outChannels, c0, 3, 3]), ParameterSpec("conv_out.bias", [c.outChannels])]
+        return s
+    }
+
+    /// Loads a diffusers `unet/` folder.
+    public static func load(directory: URL) throws -> UNet2DConditionModel {
+        let configURL = directory.appendingPathComponent("config.json")
+        let config = try readConfig(UNet2DConditionConfig.self, from: configURL)
+        try config.validate(file: configURL.path)
+        let files = try componentFiles(in: directory, base: "diffusion_pytorch_model")
+        let weights = try Weights.load(from: files, specs: parameterSpecs(config), source: directory.path)
+        return try UNet2DConditionModel(config: config, weights: weights, configFile: configURL.path)
+    }
+
+    /// The noise (or v) prediction for sample [B, in, H, W] at `timesteps` (one per sample) given
+    /// context [B, S, cross_attention_dim]. `observe` receives named intermediates ("time_proj",
+    /// "time_embedding", "conv_in", "down_blocks.i", "mid_block", "up_blocks.i").
+    public func forward(sample: Tensor, timesteps: [Float], context: Tensor,
+                        observe: ((String, Tensor) -> Void)? = nil) -> Tensor {
+        let c = config, w = weights, b = sample.shape[0]
+        precondition(sample.rank == 4 && sample.shape[1] == c.inChannels && timesteps.count == b,
+                     "UNet input must be [B, \(c.inChannels), H, W] with one timestep per sample")
+        precondition(context.rank == 3 && context.shape[0] == b && context.shape[2] == c.crossAttentionDim,
+                     "context must be [\(b), S, \(c.crossAttentionDim)], got \(context.shape)")
+        let downFactor = 1 << (c.levels - 1)
+        precondition(sample.shape[2] % downFactor == 0 && sample.shape[3] % downFactor == 0,
+                     "sample height and width must be multiples of \(downFactor)")
+        let arena = Arena()
+
+        // Time: sinusoidal features → linear_1 → SiLU → linear_2; resnets take SiLU(temb).
+        let c0 = c.blockOutChannels[0], td = c.timeEmbedDim
+        let proj = timestepEmbedding(timesteps: timesteps, dim: c0, flipSinToCos: c.flipSinToCos ?? true,
+                                     freqShift: Float(c.freqShift ?? 0))
+        observe?("time_proj", proj)
+        let t1 = arena.tensor([b, td], zeroed: false), temb = arena.tensor([b, td], zeroed: false)
+        linearForward(x: proj, weight: w["time_embedding.linear_1.weight"], bias: w["time_embedding.linear_1.bias"], out: t1)
+        activationForward(.silu, x: t1, out: t1)
+        linearForward(x: t1, weight: w["time_embedding.linear_2.weight"], bias: w["time_embedding.linear_2.bias"], out: temb)
+        observe?("time_embedding", temb)
+        let tembAct = arena.tensor([b, td], zeroed: false)
+        activationForward(.silu, x: temb, out: tembAct)
+
+        var h = arena.tensor([b, c0, sample.shape[2], sample.shape[3]], zeroed: false)
+        conv2dForward(x: sample, weight: w["conv_in.weight"], bias: w["conv_in.bias"], out: h, parameters: .init(stride: 1, padding: 1))
+        observe?("conv_in", h)
+        var skips = [h]
+        for (i, level) in down.enumerated() {
+            for (j, resnet) in level.resnets.enumerated() {
+                h = resnet.forward(h, tembActivated: tembAct, w, arena)
+                if j < level.attentions.count { h = level.attentions[j].forward(h, context: context, w, arena) }
+                skips.append(h)
+            }
+            if let p = level.sampler {
+                let out = arena.tensor([b, h.shape[1], h.shape[2] / 2, h.shape[3] / 2], zeroed: false)
+                conv2dForward(x: h, weight: w[p + "conv.weight"], bias: w[p + "conv.bias"], out: out, parameters: .init(stride: 2, padding: 1))
+                h = out
+                skips.append(h)
+            }
+            observe?("down_blocks.\(i)", h)
+        }
+        h = mid.0.forward(h, tembActivated: tembAct, w, arena)
+        h = mid.1.forward(h, context: context, w, arena)
+        h = mid.2.forward(h, tembActivated: tembAct, w, arena)
+        observe?("mid_block", h)
+        for (i, level) in up.enumerated() {
+            for (j, resnet) in level.resnets.enumerated() {
+                let skip = skips.removeLast()
+                let joined = arena.tensor([b, h.shape[1] + skip.shape[1], h.shape[2], h.shape[3]], zeroed: false)
+                concatChannelsForward(h, skip, out: joined)
+                h = resnet.forward(joined, tembActivated: tembAct, w, arena)
+                if j < level.attentions.count { h = level.attentions[j].forward(h, context: context, w, arena) }
+            }
+            if let p = level.sampler {
+                let big = arena.tensor([b, h.shape[1], h.shape[2] * 2, h.shape[3] * 2], zeroed: false)
+                upsampleNearest2xForward(x: h, out: big)
+                let out = arena.tensor(big.shape, zeroed: false)
+                conv2dForward(x: big, weight: w[p + "conv.weight"], bias: w[p + "conv.bias"], out: out, parameters: .init(stride: 1, padding: 1))
+                h = out
+            }
+            observe?("up_blocks.\(i)", h)
+        }
+        let normed = arena.tensor(h.shape, zeroed: false)
+        groupNormForward(x: h, gamma: w["conv_norm_out.weight"], beta: w["conv_norm_out.bias"], groups: c.normNumGroups,
+                         eps: c.normEps, silu: true, out: normed, stats: GroupNormStats(arena, batch: b, groups: c.normNumGroups))
+        let out = Tensor(zeros: [b, c.outChannels, h.shape[2], h.shape[3]])
+        conv2dForward(x: normed, weight: w["conv_out.weight"], bias: w["conv_out.bias"], out: out, parameters: .init(stride: 1, padding: 1))
+        return out
+    }
+
+    /// Block objects with their diffusers prefixes and channel counts (diffusers' constructor logic).
+    static func structure(_ c: UNet2DConditionConfig) -> ([Level], (ResnetBlock2D, Transformer2D, ResnetBlock2D), [Level]) {
+        let ch = c.blockOutChannels, n = c.levels, heads = c.headsPerLevel, tl = c.transformerLayersPerLevel
+        let (g, eps, temb) = (c.normNumGroups, c.normEps, c.timeEmbedDim)
+        func transformer(_ p: String, _ channels: Int, _ h: Int, _ layers: Int) -> Transformer2D {
+            Transformer2D(prefix: p, channels: channels, heads: h, crossDim: c.crossAttentionDim, layers: layers,
+                          groups: g, linearProjection: c.linearProjection)
+        }
+        var down: [Level] = []
+        for i in 0..<n {
+            let p = "down_blocks.\(i)."
+            let input = i == 0 ? ch[0] : ch[i - 1]
+            let resnets = (0..<c.layersPerBlock).map { j in
+                ResnetBlock2D(prefix: p + "resnets.\(j).", inChannels: j == 0 ? input : ch[i], outChannels: ch[i],
+                              groups: g, eps: eps, timeEmbedding: temb)
+            }
+            let attentions = c.downBlockTypes[i] == "CrossAttnDownBlock2D"
+                ? (0..<c.layersPerBlock).map { transformer(p + "attentions.\($0).", ch[i], heads[i], tl[i]) } : []
+            down.append(Level(resnets: resnets, attentions: attentions, sampler: i < n - 1 ? p + "downsamplers.0." : nil))
+        }
+        let last = ch[n - 1]
+        let mid = (ResnetBlock2D(prefix: "mid_block.resnets.0.", inChannels: last, outChannels: last, groups: g, eps: eps, timeEmbedding: temb),
+                   transformer("mid_block.attentions.0.", last, heads[n - 1], tl[n - 1]),
+                   ResnetBlock2D(prefix: "mid_block.resnets.1.", inChannels: last, outChannels: last, groups: g, eps: eps, timeEmbedding: temb))
+        let rch = Array(ch.reversed()), rheads = Array(heads.reversed()), rtl = Array(tl.reversed())
+        var up: [Level] = []
+        var output = rch[0]
+        for i in 0..<n {
+            let p = "up_blocks.\(i)."
+            let previous = output
+            output = rch[i]
+            let input = rch[min(i + 1, n - 1)]
+            let layers = c.layersPerBlock + 1
+            let resnets = (0..<layers).map { j in
+                let skip = j == layers - 1 ? input : output
+                let resIn = j == 0 ? previous : output
+                return ResnetBlock2D(prefix: p + "resnets.\(j).", inChannels: resIn + skip, outChannels: output,
+                                     groups: g, eps: eps, timeEmbedding: temb)
+            }
+            let attentions = c.upBlockTypes[i] == "CrossAttnUpBlock2D"
+                ? (0..<layers).map { transformer(p + "attentions.\($0).", output, rheads[i], rtl[i]) } : []
+            up.append(Level(resnets: resnets, attentions: attentions, sampler: i < n - 1 ? p + "upsamplers.0." : nil))
+        }
+        return (down, mid, up)
+    }
+}
