@@ -2,6 +2,7 @@ import Foundation
 
 /// Multi-head scaled-dot-product attention, diffusers layout: q[B, Tq, H·D], k and v [B, Tk, H·D],
 /// head h owning columns h·D ..< (h+1)·D; out[B, Tq, H·D] = softmax(q·kᵀ/√D [+ causal mask])·v.
+/// The causal mask is PyTorch's `is_causal` (top-left aligned): query i sees keys 0…i.
 ///
 /// Memory: scores are never materialized for a whole head. Each task handles one (batch, head,
 /// block of query rows) and keeps only a [rows, Tk] tile in per-thread scratch (≈512 KiB), so
@@ -28,7 +29,6 @@ public struct AttentionShape: Sendable, Equatable {
         self.heads = heads; headDim = q.shape[2] / heads
         self.causal = causal
         self.tileFloats = tileFloats
-        precondition(!causal || keys >= queries, "causal attention needs at least as many keys as queries")
     }
 
     var width: Int { heads * headDim }
@@ -39,8 +39,8 @@ public struct AttentionShape: Sendable, Equatable {
     /// Query rows per tile: `tileFloats / keys`, between 8 and 1024.
     var blockRows: Int { max(8, min(1024, tileFloats / max(keys, 1))) }
     var blocks: Int { (queries + blockRows - 1) / blockRows }
-    /// Last key visible to query row i (causal): keys − queries + i.
-    @inline(__always) func lastKey(_ row: Int) -> Int { causal ? keys - queries + row : keys - 1 }
+    /// Last key visible to query row i: i when causal (PyTorch's `tril(ones(Tq, Tk))`), else all.
+    @inline(__always) func lastKey(_ row: Int) -> Int { causal ? min(row, keys - 1) : keys - 1 }
     /// FLOPs of the two forward products (q·kᵀ and p·v).
     public var forwardFlops: Double { 4 * Double(batch * heads) * Double(queries) * Double(keys) * Double(headDim) }
 }
@@ -71,7 +71,7 @@ public func attentionForward(q: Tensor, k: Tensor, v: Tensor, heads: Int, causal
                     maskRow(s, row, r0 + i)
                     let (mx, sum) = expRow(row, ld)
                     lse[i] = mx + Foundation.log(sum)
-                    inverseSums[i] = sum > 0 ? 1 / sum : 0
+                    inverseSums[i] = sum == 0 ? 0 : 1 / sum  // NaN stays NaN
                 }
                 // O_blk = E · V, then row i scaled by 1/Σ_i   [rows, D]
                 let op = out.pointer + (b * s.queries + r0) * w + h * d
@@ -94,64 +94,92 @@ public func attentionBackward(q: Tensor, k: Tensor, v: Tensor, heads: Int, causa
                               out: Tensor, logSumExp: Tensor, dOut: Tensor,
                               dq: Tensor?, dk: Tensor?, dv: Tensor?, tileFloats: Int = AttentionShape.defaultTileFloats) {
     let s = AttentionShape(q: q, k: k, v: v, heads: heads, causal: causal, tileFloats: tileFloats)
+    precondition(out.shape == q.shape && dOut.shape == q.shape, "attention out \(out.shape) / dOut \(dOut.shape) for q \(q.shape)")
+    precondition(logSumExp.count == s.batch * heads * s.queries, "logSumExp must be [B, H, Tq]")
+    precondition((dq?.shape ?? q.shape) == q.shape && (dk?.shape ?? k.shape) == k.shape && (dv?.shape ?? v.shape) == v.shape,
+                 "attention gradients must have the shapes of q, k, v")
     if dq == nil && dk == nil && dv == nil { return }
     let (tk, w, d, ld) = (s.keys, s.width, s.headDim, s.tileStride)
     let pool = ThreadPool.shared
-    let workers = pool.threadCount
-    let kvCount = s.batch * tk * w
-    // Worker 0 (the calling thread) adds into dk/dv directly; the others into zeroed buffers
-    // from the caller's scratch, summed in afterwards.
+    let tasks = s.batch * heads * s.blocks, chunks = min(pool.threadCount, tasks)
+    let headFloats = tk * d
+    // Tiles of one head add into the same dK/dV rows. Chunk c runs tiles tileRange(c) in order;
+    // a head whose tiles all lie in one chunk adds straight into dk/dv, and a head split across
+    // chunks (only a chunk's first or last head can be) goes to one of that chunk's two slots
+    // [Tk, D], summed in afterwards in chunk order: no locks, no per-thread copies of dK/dV,
+    // and the same result whatever the timing.
+    func tileRange(_ c: Int) -> Range<Int> { (tasks * c / chunks)..<(tasks * (c + 1) / chunks) }
+    func owned(_ bh: Int, _ range: Range<Int>) -> Bool { bh * s.blocks >= range.lowerBound && (bh + 1) * s.blocks <= range.upperBound }
+    func headOffset(_ bh: Int) -> Int { (bh / heads) * tk * w + (bh % heads) * d }
     Scratch.with { arena in
-    let partialK = (dk != nil && workers > 1) ? arena.tensor([workers - 1, kvCount]) : nil
-    let partialV = (dv != nil && workers > 1) ? arena.tensor([workers - 1, kvCount]) : nil
+    // slots[c][first or last head][dK or dV], each [Tk, D]
+    let slots = (dk != nil || dv != nil) ? arena.tensor([chunks, 2, 2, headFloats]) : nil
     BLAS.singleThreaded {
-        pool.parallelFor(s.batch * heads * s.blocks) { task, worker in
-            let (b, h, r0, rows) = tile(s, task)
-            let rowOffset = (b * s.queries + r0) * w + h * d
-            let headOffset = b * tk * w + h * d
-            let qp = q.pointer + rowOffset, dop = dOut.pointer + rowOffset, op = out.pointer + rowOffset
-            let kp = k.pointer + headOffset, vp = v.pointer + headOffset
-            let dkp = worker == 0 ? dk.map { $0.pointer + headOffset } : partialK.map { $0.pointer + (worker - 1) * kvCount + headOffset }
-            let dvp = worker == 0 ? dv.map { $0.pointer + headOffset } : partialV.map { $0.pointer + (worker - 1) * kvCount + headOffset }
-            let lse = logSumExp.pointer + (b * heads + h) * s.queries + r0
-            Scratch.with { arena in
-                let p = arena.tensor([rows, ld], zeroed: false).pointer
-                let dp = arena.tensor([rows, ld], zeroed: false).pointer
-                // P = exp(scale·Q·Kᵀ − lse), recomputed.
-                BLAS.gemm(transB: true, m: rows, n: tk, k: d, alpha: s.scale, a: qp, lda: w, b: kp, ldb: w,
-                          c: p, ldc: ld)
-                for i in 0..<rows {
-                    let row = p + i * ld
-                    maskRow(s, row, r0 + i)
-                    expShifted(row, ld, shift: lse[i])
-                }
-                if let dvp {  // dV += Pᵀ · dO
-                    BLAS.gemm(transA: true, m: tk, n: d, k: rows, a: p, lda: ld, b: dop, ldb: w,
-                              beta: 1, c: dvp, ldc: w)
-                }
-                guard dq != nil || dkp != nil else { return }
-                // dP = dO · Vᵀ, then dS = P ∘ (dP − Σ_j dO·O) in place.
-                BLAS.gemm(transB: true, m: rows, n: tk, k: d, a: dop, lda: w, b: vp, ldb: w, c: dp, ldc: ld)
-                for i in 0..<rows {
-                    let delta = Vec8(repeating: Float(dotProduct(dop + i * w, op + i * w, d)))
-                    let pr = p + i * ld, dr = dp + i * ld
-                    for j in tk..<ld { dr[j] = 0 }  // padding: never written by the GEMM
-                    var j = 0
-                    while j < ld { store8(load8(pr + j) * (load8(dr + j) - delta), dr + j); j += 8 }
-                }
-                if let dq {  // dQ += scale · dS · K
-                    BLAS.gemm(m: rows, n: d, k: tk, alpha: s.scale, a: dp, lda: ld, b: kp, ldb: w,
-                              beta: 1, c: dq.pointer + rowOffset, ldc: w)
-                }
-                if let dkp {  // dK += scale · dSᵀ · Q
-                    BLAS.gemm(transA: true, m: tk, n: d, k: rows, alpha: s.scale, a: dp, lda: ld, b: qp, ldb: w,
-                              beta: 1, c: dkp, ldc: w)
+        pool.parallelFor(chunks) { c, _ in
+            let range = tileRange(c)
+            let firstHead = range.lowerBound / s.blocks
+            for task in range {
+                let (b, h, r0, rows) = tile(s, task)
+                let bh = b * heads + h
+                let rowOffset = (b * s.queries + r0) * w + h * d
+                let qp = q.pointer + rowOffset, dop = dOut.pointer + rowOffset, op = out.pointer + rowOffset
+                let kp = k.pointer + headOffset(bh), vp = v.pointer + headOffset(bh)
+                let direct = owned(bh, range)
+                let slot = slots.map { $0.pointer + (c * 2 + (bh == firstHead ? 0 : 1)) * 2 * headFloats }
+                let ldkv = direct ? w : d
+                let dkp = direct ? dk.map { $0.pointer + headOffset(bh) } : (dk == nil ? nil : slot)
+                let dvp = direct ? dv.map { $0.pointer + headOffset(bh) } : (dv == nil ? nil : slot.map { $0 + headFloats })
+                let lse = logSumExp.pointer + bh * s.queries + r0
+                Scratch.with { arena in
+                    let p = arena.tensor([rows, ld], zeroed: false).pointer
+                    let dp = arena.tensor([rows, ld], zeroed: false).pointer
+                    // P = exp(scale·Q·Kᵀ − lse), recomputed.
+                    BLAS.gemm(transB: true, m: rows, n: tk, k: d, alpha: s.scale, a: qp, lda: w, b: kp, ldb: w,
+                              c: p, ldc: ld)
+                    for i in 0..<rows {
+                        let row = p + i * ld
+                        maskRow(s, row, r0 + i)
+                        expShifted(row, ld, shift: lse[i])
+                    }
+                    if let dvp {  // dV += Pᵀ · dO
+                        BLAS.gemm(transA: true, m: tk, n: d, k: rows, a: p, lda: ld, b: dop, ldb: w,
+                                  beta: 1, c: dvp, ldc: ldkv)
+                    }
+                    guard dq != nil || dkp != nil else { return }
+                    // dP = dO · Vᵀ, then dS = P ∘ (dP − Σ_j dO·O) in place.
+                    BLAS.gemm(transB: true, m: rows, n: tk, k: d, a: dop, lda: w, b: vp, ldb: w, c: dp, ldc: ld)
+                    for i in 0..<rows {
+                        let delta = Vec8(repeating: Float(dotProduct(dop + i * w, op + i * w, d)))
+                        let pr = p + i * ld, dr = dp + i * ld
+                        for j in tk..<ld { dr[j] = 0 }  // padding: never written by the GEMM
+                        var j = 0
+                        while j < ld { store8(load8(pr + j) * (load8(dr + j) - delta), dr + j); j += 8 }
+                    }
+                    if let dq {  // dQ += scale · dS · K
+                        BLAS.gemm(m: rows, n: d, k: tk, alpha: s.scale, a: dp, lda: ld, b: kp, ldb: w,
+                                  beta: 1, c: dq.pointer + rowOffset, ldc: w)
+                    }
+                    if let dkp {  // dK += scale · dSᵀ · Q
+                        BLAS.gemm(transA: true, m: tk, n: d, k: rows, alpha: s.scale, a: dp, lda: ld, b: qp, ldb: w,
+                                  beta: 1, c: dkp, ldc: ldkv)
+                    }
                 }
             }
         }
     }
-    if let partialK, let dk { reduceWorkers(partialK, into: dk) }
-    if let partialV, let dv { reduceWorkers(partialV, into: dv) }
+    guard let slots else { return }
+    for c in 0..<chunks {
+        let range = tileRange(c)
+        let ends = Set([range.lowerBound / s.blocks, (range.upperBound - 1) / s.blocks]).sorted()
+        for bh in ends where !owned(bh, range) {
+            let slot = slots.pointer + (c * 2 + (bh == ends[0] ? 0 : 1)) * 2 * headFloats
+            for (grad, part) in [(dk, slot), (dv, slot + headFloats)] {
+                guard let grad else { continue }
+                let dst = grad.pointer + headOffset(bh)
+                for r in 0..<tk { addInPlace(dst + r * w, part + r * d, d) }
+            }
+        }
+    }
     }
 }
 
@@ -175,16 +203,6 @@ public func attentionBackward(q: Tensor, k: Tensor, v: Tensor, heads: Int, causa
     var i = 0
     while i + 8 <= n { store8(exp8(load8(x + i) - sv), x + i); i += 8 }
     while i < n { x[i] = exp1(x[i] - shift); i += 1 }
-}
-
-/// into += Σ_w partial[w]
-private func reduceWorkers(_ partial: Tensor, into: Tensor) {
-    let n = into.count
-    ThreadPool.shared.parallelRanges(n, grain: 16384) { range in
-        for w in 0..<partial.shape[0] {
-            addInPlace(into.pointer + range.lowerBound, partial.pointer + w * n + range.lowerBound, range.count)
-        }
-    }
 }
 
 // MARK: - Naive reference (full score matrices, Double)

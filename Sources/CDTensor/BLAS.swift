@@ -10,12 +10,14 @@ public enum BLAS {
     public static var coreName: String { String(cString: openblas_get_corename()) }
 
     /// Runs `body` with OpenBLAS single-threaded: for kernels that call GEMM from inside
-    /// `ThreadPool` tasks, where the parallelism is already ours.
+    /// `ThreadPool` tasks, where the parallelism is already ours. Afterwards OpenBLAS is set back
+    /// to the pool's thread count. OpenBLAS's count is process-wide, so numerics run from one
+    /// thread at a time (the trainer thread); inside a task this is a no-op (already 1).
     public static func singleThreaded<R>(_ body: () throws -> R) rethrows -> R {
-        let before = threads
-        if before == 1 { return try body() }
+        let pool = ThreadPool.shared  // created first: creating it sets OpenBLAS's count
+        if ThreadPool.isInsideTask || pool.threadCount == 1 { return try body() }
         setThreads(1)
-        defer { setThreads(before) }
+        defer { setThreads(pool.threadCount) }
         return try body()
     }
 

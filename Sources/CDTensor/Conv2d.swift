@@ -35,9 +35,10 @@ public struct Conv2dGeometry: Sendable, Equatable {
         precondition(input[1] == weight[1], "conv2d input has \(input[1]) channels, weight \(weight) expects \(weight[1])")
         batch = input[0]; inChannels = input[1]; height = input[2]; width = input[3]
         outChannels = weight[0]; kernelH = weight[2]; kernelW = weight[3]
-        outHeight = (height + p.padTop + p.padBottom - kernelH) / p.stride + 1
-        outWidth = (width + p.padLeft + p.padRight - kernelW) / p.stride + 1
-        precondition(outHeight > 0 && outWidth > 0, "conv2d kernel \(weight) larger than padded input \(input)")
+        let spanH = height + p.padTop + p.padBottom - kernelH, spanW = width + p.padLeft + p.padRight - kernelW
+        precondition(spanH >= 0 && spanW >= 0, "conv2d kernel \(weight) larger than padded input \(input)")
+        outHeight = spanH / p.stride + 1
+        outWidth = spanW / p.stride + 1
         parameters = p
     }
 

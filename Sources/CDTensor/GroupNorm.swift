@@ -59,6 +59,8 @@ public func groupNormBackward(x: Tensor, gamma: Tensor, beta: Tensor, groups: In
                               stats: GroupNormStats, dOut: Tensor,
                               dx: Tensor?, dGamma: Tensor?, dBeta: Tensor?) {
     let d = GroupNormDims(x, groups: groups, gamma: gamma, beta: beta, stats: stats)
+    precondition(dOut.count == x.count && (dx?.count ?? x.count) == x.count, "group norm dOut/dx must match x \(x.shape)")
+    precondition((dGamma?.count ?? d.c) == d.c && (dBeta?.count ?? d.c) == d.c, "group norm dGamma/dBeta must have \(d.c) entries")
     let len = d.perGroup * d.spatial
     // Per-(sample, channel) sums of dz and dz·x̂, reduced over samples afterwards so that tasks
     // never write the same element.

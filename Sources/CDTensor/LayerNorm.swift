@@ -31,6 +31,9 @@ public func layerNormForward(x: Tensor, gamma: Tensor, beta: Tensor, eps: Float,
 public func layerNormBackward(x: Tensor, gamma: Tensor, mean: Tensor, rstd: Tensor, dOut: Tensor,
                               dx: Tensor?, dGamma: Tensor?, dBeta: Tensor?) {
     let d = x.dim(-1), m = x.count / max(d, 1)
+    precondition(gamma.count == d && mean.count == m && rstd.count == m, "layer norm gamma/stats for \(x.shape)")
+    precondition(dOut.count == x.count && (dx?.count ?? x.count) == x.count, "layer norm dOut/dx must match x \(x.shape)")
+    precondition((dGamma?.count ?? d) == d && (dBeta?.count ?? d) == d, "layer norm dGamma/dBeta must have \(d) entries")
     let pool = ThreadPool.shared
     let wantParams = dGamma != nil || dBeta != nil
     let partial = wantParams ? Tensor(zeros: [pool.threadCount, 2, d]) : nil

@@ -41,6 +41,8 @@ public func concatChannelsForward(_ a: Tensor, _ c: Tensor, out: Tensor) {
 /// forward: out = [a; c];  da += dOut[:, :C1], dc += dOut[:, C1:] (either may be nil).
 public func concatChannelsBackward(dOut: Tensor, da: Tensor?, dc: Tensor?, firstCount na: Int, secondCount nc: Int) {
     let b = dOut.count / max(na + nc, 1)
+    precondition(dOut.count == b * (na + nc) && (da?.count ?? b * na) == b * na && (dc?.count ?? b * nc) == b * nc,
+                 "concat gradient shapes")
     for s in 0..<b {
         if let da { addInPlace(da.pointer + s * na, dOut.pointer + s * (na + nc), na) }
         if let dc { addInPlace(dc.pointer + s * nc, dOut.pointer + s * (na + nc) + na, nc) }

@@ -34,6 +34,7 @@ public func matmulBackward(a: Tensor, b: Tensor, transA: Bool = false, transB: B
                            alpha: Float = 1, dOut: Tensor, dA: Tensor?, dB: Tensor?) {
     let s = MatmulShape(a: a, b: b, transA: transA, transB: transB)
     let (m, n, k) = (s.m, s.n, s.k)
+    precondition(dOut.count == m * n, "matmul dOut \(dOut.shape), expected [\(m), \(n)]")
     if let dA {
         precondition(dA.count == a.count)
         if transA {  // dA[K,M] += alpha · op(B) · dOutᵀ

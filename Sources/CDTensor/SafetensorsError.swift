@@ -11,6 +11,7 @@ public enum SafetensorsError: Error, CustomStringConvertible, Equatable {
     case sizeMismatch(file: String, tensor: String, shape: [Int], dtype: String, expectedBytes: Int, actualBytes: Int)
     case offsetsOutOfRange(file: String, tensor: String, begin: Int, end: Int, dataSize: Int)
     case overlap(file: String, tensor: String, other: String)
+    case trailingBytes(file: String, dataEnd: Int, dataSize: Int)
     case missingTensor(file: String, tensor: String)
     case writeFailed(file: String, reason: String)
 
@@ -29,6 +30,8 @@ public enum SafetensorsError: Error, CustomStringConvertible, Equatable {
         case let .offsetsOutOfRange(f, t, b, e, s):
             return "\(f): tensor '\(t)' data_offsets [\(b), \(e)] are outside the data section of \(s) bytes"
         case let .overlap(f, t, o): return "\(f): tensor '\(t)' overlaps tensor '\(o)'"
+        case let .trailingBytes(f, end, size):
+            return "\(f): tensors end at byte \(end) of a \(size)-byte data section (extra bytes: the file is not what its header describes)"
         case let .missingTensor(f, t): return "\(f): no tensor named '\(t)'"
         case let .writeFailed(f, r): return "\(f): cannot write safetensors file: \(r)"
         }

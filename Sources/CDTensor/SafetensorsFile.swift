@@ -17,8 +17,10 @@ public struct SafetensorsEntry: Sendable, Equatable {
 ///
 /// The whole header is validated before any data is touched: header length within the file and
 /// at most 100 MB, well-formed JSON object, known dtypes, shape × dtype size equal to the byte
-/// range, ranges inside the data section and pairwise disjoint. F32 tensors are returned as views
-/// of the private (copy-on-write) mapping, without a copy; F16/BF16 are widened to fp32.
+/// range, ranges inside the data section, and the data section covered exactly: no overlaps, no
+/// holes, no trailing bytes (what the reference implementation accepts, and no more).
+/// F32 tensors are returned as views of the read-only mapping, without a copy (writing through
+/// such a view faults: `copy()` a tensor that will be modified); F16/BF16 are widened to fp32.
 public final class SafetensorsFile: @unchecked Sendable {
     public static let maxHeaderBytes = 100_000_000
 
@@ -43,7 +45,8 @@ public final class SafetensorsFile: @unchecked Sendable {
         guard (st.st_mode & S_IFMT) == S_IFREG else { throw SafetensorsError.cannotOpen(file: path, reason: "not a regular file") }
         let size = Int(st.st_size)
         guard size >= 10 else { throw SafetensorsError.truncated(file: path, size: size) }
-        guard let map = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0), map != MAP_FAILED else {
+        // Read-only: no commit charge for multi-GB checkpoints, and weights cannot be altered by accident.
+        guard let map = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), map != MAP_FAILED else {
             throw SafetensorsError.cannotOpen(file: path, reason: "mmap: \(String(cString: strerror(errno)))")
         }
         do {
@@ -111,10 +114,10 @@ public final class SafetensorsFile: @unchecked Sendable {
         }
     }
 
-    /// The raw bytes of a tensor, as stored.
-    public func rawBytes(_ name: String) throws -> UnsafeRawBufferPointer {
+    /// A copy of a tensor's bytes, as stored (a copy, so it stays valid after the file is closed).
+    public func rawBytes(_ name: String) throws -> [UInt8] {
         let e = try entry(name)
-        return UnsafeRawBufferPointer(start: mapping! + dataStart + e.begin, count: e.end - e.begin)
+        return Array(UnsafeRawBufferPointer(start: mapping! + dataStart + e.begin, count: e.end - e.begin))
     }
 
     // MARK: - Header validation
@@ -149,6 +152,7 @@ public final class SafetensorsFile: @unchecked Sendable {
         var entries: [SafetensorsEntry] = []
         for (name, value) in object {
             if name == "__metadata__" {
+                if value is NSNull { continue }  // the reference parser accepts null
                 guard let m = value as? [String: Any] else {
                     throw SafetensorsError.invalidHeader(file: file, reason: "__metadata__ is not an object")
                 }
@@ -163,8 +167,19 @@ public final class SafetensorsFile: @unchecked Sendable {
             entries.append(try parseEntry(name, value, file: file, dataSize: dataSize))
         }
         entries.sort { ($0.begin, $0.end, $0.name) < ($1.begin, $1.end, $1.name) }
-        for (prev, next) in zip(entries, entries.dropFirst()) where next.begin < prev.end {
-            throw SafetensorsError.overlap(file: file, tensor: next.name, other: prev.name)
+        var covered = 0
+        var last = ""
+        for e in entries {
+            if e.begin < covered { throw SafetensorsError.overlap(file: file, tensor: e.name, other: last) }
+            if e.begin > covered {
+                throw SafetensorsError.invalidEntry(file: file, tensor: e.name,
+                                                    reason: "data starts at \(e.begin) but the previous tensor ends at \(covered) (hole in the data section)")
+            }
+            covered = e.end
+            if e.end > e.begin { last = e.name }
+        }
+        if covered != dataSize {
+            throw SafetensorsError.trailingBytes(file: file, dataEnd: covered, dataSize: dataSize)
         }
         return Header(metadata: metadata, entries: entries, dataStart: dataStart)
     }
@@ -185,7 +200,8 @@ public final class SafetensorsFile: @unchecked Sendable {
               let begin = exactInteger(offsets[0]), let end = exactInteger(offsets[1]) else {
             throw bad("'data_offsets' must be two integers")
         }
-        guard begin >= 0, begin <= end, end <= dataSize else {
+        guard begin <= end else { throw bad("data_offsets [\(begin), \(end)] end before they begin") }
+        guard begin >= 0, end <= dataSize else {
             throw SafetensorsError.offsetsOutOfRange(file: file, tensor: name, begin: begin, end: end, dataSize: dataSize)
         }
         var elements = 1
@@ -203,9 +219,10 @@ public final class SafetensorsFile: @unchecked Sendable {
         return SafetensorsEntry(name: name, dtype: dtype, shape: shape, begin: begin, end: end)
     }
 
-    /// An integral JSON number that fits in Int (JSON booleans, objCType "c", are not numbers here).
+    /// A JSON integer literal that fits in Int: not a boolean (objCType "c") and not written as a
+    /// fraction or exponent (objCType "d"/"f"), as the reference parser requires.
     private static func exactInteger(_ v: Any) -> Int? {
-        guard let n = v as? NSNumber, String(cString: n.objCType) != "c" else { return nil }
+        guard let n = v as? NSNumber, "qlisQLIS".contains(String(cString: n.objCType)) else { return nil }
         return v as? Int
     }
 }

@@ -31,12 +31,15 @@ public struct SafetensorsWriter {
         items.append(Item(name: name, shape: tensor.shape, type: type, values: tensor))
     }
 
-    /// The complete file contents.
-    public func serialized() -> Data {
-        let ordered = items.sorted { a, b in
+    /// Tensors in file order: descending element size, then name.
+    private var ordered: [Item] {
+        items.sorted { a, b in
             a.type == .f32 && b.type != .f32 ? true : (a.type != .f32 && b.type == .f32 ? false : a.name < b.name)
         }
-        var header = "{"
+    }
+
+    /// The 8-byte length and the JSON header, padded with spaces to a multiple of 8.
+    private func headerBytes(_ ordered: [Item]) -> [UInt8] {
         var fields: [String] = []
         if !metadata.isEmpty {
             let m = metadata.keys.sorted().map { "\(jsonString($0)):\(jsonString(metadata[$0]!))" }
@@ -48,55 +51,81 @@ public struct SafetensorsWriter {
             fields.append("\(jsonString(item.name)):{\"dtype\":\"\(item.type.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + item.byteCount)]}")
             offset += item.byteCount
         }
-        header += fields.joined(separator: ",") + "}"
-        var headerData = Data(header.utf8)
-        while headerData.count % 8 != 0 { headerData.append(0x20) }
+        var header = Array(("{" + fields.joined(separator: ",") + "}").utf8)
+        while header.count % 8 != 0 { header.append(0x20) }
+        return withUnsafeBytes(of: UInt64(header.count).littleEndian) { Array($0) } + header
+    }
 
-        var out = Data(capacity: 8 + headerData.count + offset)
-        withUnsafeBytes(of: UInt64(headerData.count).littleEndian) { out.append(contentsOf: $0) }
-        out.append(headerData)
+    /// Calls `sink` with the file's bytes in order: the header, then each tensor converted in
+    /// chunks of at most 1 Mi elements, so memory stays small whatever the file size.
+    private func stream(_ sink: (UnsafeRawBufferPointer) throws -> Void) rethrows {
+        let ordered = self.ordered
+        try headerBytes(ordered).withUnsafeBytes(sink)
+        let chunk = 1 << 20
         for item in ordered {
             let src = item.values.pointer
-            switch item.type {
-            case .f32:
-                var le = [UInt32](repeating: 0, count: item.values.count)
-                for i in le.indices { le[i] = src[i].bitPattern.littleEndian }
-                le.withUnsafeBytes { out.append(contentsOf: $0) }
-            case .f16, .bf16:
-                var le = [UInt16](repeating: 0, count: item.values.count)
-                for i in le.indices {
-                    let bits = item.type == .f16 ? HalfPrecision.narrowF16(src[i]) : HalfPrecision.narrowBF16(src[i])
-                    le[i] = bits.littleEndian
+            var start = 0
+            while start < item.values.count {
+                let n = min(chunk, item.values.count - start)
+                switch item.type {
+                case .f32:
+                    var le = [UInt32](repeating: 0, count: n)
+                    for i in 0..<n { le[i] = src[start + i].bitPattern.littleEndian }
+                    try le.withUnsafeBytes(sink)
+                case .f16, .bf16:
+                    var le = [UInt16](repeating: 0, count: n)
+                    for i in 0..<n {
+                        let x = src[start + i]
+                        le[i] = (item.type == .f16 ? HalfPrecision.narrowF16(x) : HalfPrecision.narrowBF16(x)).littleEndian
+                    }
+                    try le.withUnsafeBytes(sink)
                 }
-                le.withUnsafeBytes { out.append(contentsOf: $0) }
+                start += n
             }
         }
+    }
+
+    /// The complete file contents (for small files and tests; `write` streams instead).
+    public func serialized() -> Data {
+        var out = Data()
+        stream { out.append(contentsOf: $0) }
         return out
     }
 
-    /// Writes atomically: temporary file beside `path`, fsync, rename.
+    /// Writes atomically: a temporary file beside `path`, fsync, rename over `path`, fsync of the
+    /// directory, so after a crash the path holds either the old file or the complete new one.
+    /// Tensors are read now, not when they were added.
     public func write(to path: String) throws {
-        let data = serialized()
         let dir = (path as NSString).deletingLastPathComponent
-        let tmp = (dir.isEmpty ? "." : dir) + "/.\((path as NSString).lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let folder = dir.isEmpty ? "." : dir
+        let tmp = folder + "/.\((path as NSString).lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw SafetensorsError.writeFailed(file: path, reason: String(cString: strerror(errno))) }
         var failure: String?
-        data.withUnsafeBytes { raw in
-            var done = 0
-            while done < raw.count {
-                let n = Glibc.write(fd, raw.baseAddress! + done, raw.count - done)
-                if n < 0 { if errno == EINTR { continue }; failure = String(cString: strerror(errno)); return }
-                done += n
+        do {
+            try stream { raw in
+                var done = 0
+                while done < raw.count {
+                    let n = Glibc.write(fd, raw.baseAddress! + done, raw.count - done)
+                    if n < 0 {
+                        if errno == EINTR { continue }
+                        throw SafetensorsError.writeFailed(file: path, reason: String(cString: strerror(errno)))
+                    }
+                    done += n
+                }
             }
+            if fsync(fd) != 0 { failure = String(cString: strerror(errno)) }
+        } catch let SafetensorsError.writeFailed(_, reason) {
+            failure = reason
         }
-        if failure == nil && fsync(fd) != 0 { failure = String(cString: strerror(errno)) }
         close(fd)
         if failure == nil && rename(tmp, path) != 0 { failure = String(cString: strerror(errno)) }
         if let failure {
             unlink(tmp)
             throw SafetensorsError.writeFailed(file: path, reason: failure)
         }
+        let dirfd = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dirfd >= 0 { fsync(dirfd); close(dirfd) }
     }
 }
 

@@ -12,6 +12,7 @@ public func softmaxForward(x: Tensor, out: Tensor) {
 /// forward: y = softmax(x);  dx += y ∘ (dy − Σ dy·y)
 public func softmaxBackward(out y: Tensor, dOut: Tensor, dx: Tensor) {
     let n = y.dim(-1), m = y.count / max(n, 1)
+    precondition(dOut.count == y.count && dx.count == y.count, "softmax gradient shapes \(dOut.shape), \(dx.shape) for \(y.shape)")
     ThreadPool.shared.parallelRanges(m, grain: max(1, 4096 / max(n, 1))) { rows in
         for r in rows {
             let yr = y.pointer + r * n, dyr = dOut.pointer + r * n, dxr = dx.pointer + r * n
@@ -26,7 +27,7 @@ public func softmaxBackward(out y: Tensor, dOut: Tensor, dx: Tensor) {
 @inline(__always) func softmaxRow(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
     if UnsafePointer(y) != x { y.update(from: x, count: n) }
     let (_, sum) = expRow(y, n)
-    guard sum > 0 else { return }
+    guard sum != 0 else { return }  // NaN falls through and stays NaN
     let inv = Vec8(repeating: 1 / sum)
     var i = 0
     while i + 8 <= n { store8(load8(y + i) * inv, y + i); i += 8 }
@@ -40,7 +41,12 @@ public func softmaxBackward(out y: Tensor, dOut: Tensor, dx: Tensor) {
     while i + 8 <= n { mv = vmax(mv, load8(x + i)); i += 8 }
     var mx = hmax(mv)
     while i < n { mx = max(mx, x[i]); i += 1 }
-    if mx == -.infinity { x.update(repeating: 0, count: n); return (mx, 0) }
+    if mx == -.infinity {
+        // Fully masked, or NaN everywhere (compare-and-select max skips NaN): keep NaN visible.
+        let poisoned = (0..<n).contains { x[$0].isNaN }
+        x.update(repeating: poisoned ? .nan : 0, count: n)
+        return poisoned ? (.nan, .nan) : (mx, 0)
+    }
     let ms = Vec8(repeating: mx)
     var acc = Vec8(), acc2 = Vec8()
     i = 0

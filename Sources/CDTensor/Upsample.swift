@@ -18,7 +18,8 @@ public func upsampleNearest2xForward(x: Tensor, out: Tensor) {
 /// forward: out[2y+a, 2x+b] = x[y, x];  dx[y, x] += Σ_{a,b} dOut[2y+a, 2x+b]
 public func upsampleNearest2xBackward(dOut: Tensor, dx: Tensor) {
     let (h, w) = (dx.dim(-2), dx.dim(-1)), planes = dx.count / max(h * w, 1)
-    precondition(dOut.count == 4 * dx.count, "upsample gradient shapes")
+    precondition(dOut.count == 4 * dx.count && dOut.dim(-2) == 2 * h && dOut.dim(-1) == 2 * w,
+                 "upsample gradient \(dOut.shape) for input \(dx.shape)")
     ThreadPool.shared.parallelRanges(planes, grain: max(1, 4096 / max(h * w, 1))) { r in
         for p in r {
             let src = dOut.pointer + p * 4 * h * w, dst = dx.pointer + p * h * w

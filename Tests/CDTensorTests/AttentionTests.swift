@@ -16,6 +16,10 @@ import Testing
         // Several query tiles per head (tile rows = tileFloats / keys, at least 8), last one partial.
         Case(name: "tiled, 8-row tiles", batch: 2, queries: 21, keys: 40, heads: 2, headDim: 3, causal: false, tileFloats: 64, expectedTiles: 3),
         Case(name: "tiled, causal", batch: 1, queries: 45, keys: 45, heads: 2, headDim: 2, causal: true, tileFloats: 45 * 10, expectedTiles: 5),
+        // With 2+ threads the tiles of one head land in different chunks (dK/dV via slots).
+        Case(name: "tiled, one head split across chunks", batch: 1, queries: 21, keys: 10, heads: 1, headDim: 3, causal: false, tileFloats: 80, expectedTiles: 3),
+        Case(name: "tiled, middle head split", batch: 1, queries: 20, keys: 9, heads: 3, headDim: 2, causal: true, tileFloats: 63, expectedTiles: 3),
+        Case(name: "causal, more keys than queries", batch: 2, queries: 5, keys: 9, heads: 2, headDim: 3, causal: true),
         Case(name: "default tiles, 1024 rows", batch: 1, queries: 1100, keys: 5, heads: 1, headDim: 2, causal: false, expectedTiles: 2),
     ]
 
@@ -62,6 +66,25 @@ import Testing
             expectGradient("attention dk causal=\(causal)", param: k, analytic: dk, eps: 1e-2, loss: loss)
             expectGradient("attention dv causal=\(causal)", param: v, analytic: dv, eps: 1e-2, loss: loss)
         }
+    }
+
+    @Test func causalMaskIsTopLeftAlignedLikePyTorch() {
+        // Uniform scores (q = 0): query i averages v over keys 0…i, as torch's is_causal does
+        // (tril(ones(Tq, Tk))), even when there are more keys than queries.
+        let q = Tensor(zeros: [1, 2, 1]), k = Tensor(zeros: [1, 4, 1]), v = Tensor([1, 2, 3, 4], shape: [1, 4, 1])
+        let out = Tensor(zeros: q.shape)
+        attentionForward(q: q, k: k, v: v, heads: 1, causal: true, out: out, logSumExp: Tensor(zeros: [1, 1, 2]))
+        #expect(out.array == [1.0, 1.5])
+    }
+
+    @Test func nanInputsStayVisible() {
+        let q = Tensor([.nan, .nan], shape: [1, 2, 1]), k = Tensor([1, 2], shape: [1, 2, 1]), v = Tensor([1, 2], shape: [1, 2, 1])
+        let out = Tensor(zeros: q.shape)
+        attentionForward(q: q, k: k, v: v, heads: 1, out: out, logSumExp: Tensor(zeros: [1, 1, 2]))
+        #expect(out.array.allSatisfy { $0.isNaN }, "NaN queries gave \(out.array)")
+        let x = Tensor([.nan, .nan, .nan, 1, 2, .nan], shape: [2, 3]), y = Tensor(zeros: [2, 3])
+        softmaxForward(x: x, out: y)
+        #expect(y.array.allSatisfy { $0.isNaN }, "softmax of NaN rows gave \(y.array)")
     }
 
     @Test func onlyRequestedGradientsAreWritten() {
