@@ -29,8 +29,13 @@ public struct Conv2dGeometry: Sendable, Equatable {
     public let outChannels: Int, kernelH: Int, kernelW: Int
     public let outHeight: Int, outWidth: Int
     public let parameters: Conv2dParameters
+    /// Floats the im2col matrix may take (see `chunkRows`).
+    public let columnBudget: Int
 
-    public init(input: [Int], weight: [Int], parameters p: Conv2dParameters) {
+    /// 16 Mi floats (64 MiB).
+    public static let defaultColumnBudget = 16 << 20
+
+    public init(input: [Int], weight: [Int], parameters p: Conv2dParameters, columnBudget: Int = defaultColumnBudget) {
         precondition(input.count == 4 && weight.count == 4, "conv2d needs NCHW input and OIHW weight, got \(input) and \(weight)")
         precondition(input[1] == weight[1], "conv2d input has \(input[1]) channels, weight \(weight) expects \(weight[1])")
         batch = input[0]; inChannels = input[1]; height = input[2]; width = input[3]
@@ -40,6 +45,7 @@ public struct Conv2dGeometry: Sendable, Equatable {
         outHeight = spanH / p.stride + 1
         outWidth = spanW / p.stride + 1
         parameters = p
+        self.columnBudget = columnBudget
     }
 
     public var outputShape: [Int] { [batch, outChannels, outHeight, outWidth] }
@@ -49,23 +55,38 @@ public struct Conv2dGeometry: Sendable, Equatable {
     var isPointwise: Bool {
         kernelH == 1 && kernelW == 1 && parameters == Conv2dParameters(stride: 1, padding: 0)
     }
+    /// Output rows per im2col chunk: the column matrix stays within `columnBudget`, so a
+    /// 128-channel conv on a 512×512 VAE image does not need a 1.2 GB buffer. SD1.5 UNet convs
+    /// (at most 11.8 Mi floats at 64×64 latents) run as one chunk with the default budget.
+    var chunkRows: Int { max(1, min(outHeight, columnBudget / max(colRows * outWidth, 1))) }
+    var outputRowChunks: [Range<Int>] {
+        stride(from: 0, to: outHeight, by: chunkRows).map { $0..<min(outHeight, $0 + chunkRows) }
+    }
     /// Multiply-adds × 2 for one forward pass.
     public var flops: Double { 2 * Double(batch * outChannels * colCols) * Double(colRows) }
 }
 
 public func conv2dForward(x: Tensor, weight: Tensor, bias: Tensor?, out: Tensor,
-                          parameters: Conv2dParameters = Conv2dParameters()) {
-    let g = Conv2dGeometry(input: x.shape, weight: weight.shape, parameters: parameters)
+                          parameters: Conv2dParameters = Conv2dParameters(),
+                          columnBudget: Int = Conv2dGeometry.defaultColumnBudget) {
+    let g = Conv2dGeometry(input: x.shape, weight: weight.shape, parameters: parameters, columnBudget: columnBudget)
     precondition(out.shape == g.outputShape, "conv2d output \(out.shape), expected \(g.outputShape)")
     let (o, k, p) = (g.outChannels, g.colRows, g.colCols)
     Scratch.with { arena in
-        let cols = g.isPointwise ? nil : arena.tensor([k, p], zeroed: false)
+        let cols = g.isPointwise ? nil : arena.tensor([k, g.chunkRows * g.outWidth], zeroed: false)
         for n in 0..<g.batch {
             let xn = x.pointer + n * g.inChannels * g.inPlane
             let yn = out.pointer + n * o * p
-            var b: UnsafePointer<Float> = UnsafePointer(xn)
-            if let cols { im2col(xn, g, cols.pointer); b = UnsafePointer(cols.pointer) }
-            BLAS.gemm(m: o, n: p, k: k, a: weight.pointer, lda: k, b: b, ldb: p, c: yn, ldc: p)
+            guard let cols else {
+                BLAS.gemm(m: o, n: p, k: k, a: weight.pointer, lda: k, b: xn, ldb: p, c: yn, ldc: p)
+                continue
+            }
+            for rows in g.outputRowChunks {  // y[:, rows] = W · cols(x)[:, rows]
+                let width = rows.count * g.outWidth
+                im2col(xn, g, rows, cols.pointer)
+                BLAS.gemm(m: o, n: width, k: k, a: weight.pointer, lda: k, b: cols.pointer, ldb: width,
+                          c: yn + rows.lowerBound * g.outWidth, ldc: p)
+            }
         }
     }
     if let bias { addChannelBias(out, bias) }
@@ -77,34 +98,42 @@ public func conv2dForward(x: Tensor, weight: Tensor, bias: Tensor?, out: Tensor,
 ///   dcols = Wᵀ · dy, dx += col2im(dcols);  dW += dy · colsᵀ;  db += Σ_{n,p} dy
 public func conv2dBackward(x: Tensor, weight: Tensor, dOut: Tensor,
                            dx: Tensor?, dWeight: Tensor?, dBias: Tensor?,
-                           parameters: Conv2dParameters = Conv2dParameters()) {
-    let g = Conv2dGeometry(input: x.shape, weight: weight.shape, parameters: parameters)
+                           parameters: Conv2dParameters = Conv2dParameters(),
+                           columnBudget: Int = Conv2dGeometry.defaultColumnBudget) {
+    let g = Conv2dGeometry(input: x.shape, weight: weight.shape, parameters: parameters, columnBudget: columnBudget)
     precondition(dOut.shape == g.outputShape, "conv2d dOut \(dOut.shape), expected \(g.outputShape)")
     let (o, k, p) = (g.outChannels, g.colRows, g.colCols)
     if let dx { precondition(dx.shape == x.shape, "conv2d dx \(dx.shape) for input \(x.shape)") }
+    if let dWeight { precondition(dWeight.shape == weight.shape, "conv2d dWeight \(dWeight.shape) for \(weight.shape)") }
     if dx != nil || dWeight != nil {
         Scratch.with { arena in
-            let cols = g.isPointwise ? nil : arena.tensor([k, p], zeroed: false)
+            let cols = g.isPointwise ? nil : arena.tensor([k, g.chunkRows * g.outWidth], zeroed: false)
             for n in 0..<g.batch {
                 let xn = x.pointer + n * g.inChannels * g.inPlane
                 let dyn = dOut.pointer + n * o * p
-                if let dx {
-                    let dxn = dx.pointer + n * g.inChannels * g.inPlane
-                    if let cols {
-                        BLAS.gemm(transA: true, m: k, n: p, k: o, a: weight.pointer, lda: k, b: dyn, ldb: p,
-                                  beta: 0, c: cols.pointer, ldc: p)
-                        col2imAdd(cols.pointer, g, dxn)
-                    } else {
-                        BLAS.gemm(transA: true, m: k, n: p, k: o, a: weight.pointer, lda: k, b: dyn, ldb: p,
-                                  beta: 1, c: dxn, ldc: p)
+                let dxn = dx.map { $0.pointer + n * g.inChannels * g.inPlane }
+                guard let cols else {
+                    if let dxn {
+                        BLAS.gemm(transA: true, m: k, n: p, k: o, a: weight.pointer, lda: k, b: dyn, ldb: p, beta: 1, c: dxn, ldc: p)
                     }
+                    if let dWeight {
+                        BLAS.gemm(transB: true, m: o, n: k, k: p, a: dyn, lda: p, b: xn, ldb: p, beta: 1, c: dWeight.pointer, ldc: k)
+                    }
+                    continue
                 }
-                if let dWeight {
-                    precondition(dWeight.count == weight.count)
-                    var b: UnsafePointer<Float> = UnsafePointer(xn)
-                    if let cols { im2col(xn, g, cols.pointer); b = UnsafePointer(cols.pointer) }
-                    BLAS.gemm(transB: true, m: o, n: k, k: p, a: dyn, lda: p, b: b, ldb: p,
-                              beta: 1, c: dWeight.pointer, ldc: k)
+                for rows in g.outputRowChunks {
+                    let width = rows.count * g.outWidth
+                    let dy = dyn + rows.lowerBound * g.outWidth
+                    if let dxn {
+                        BLAS.gemm(transA: true, m: k, n: width, k: o, a: weight.pointer, lda: k, b: dy, ldb: p,
+                                  c: cols.pointer, ldc: width)
+                        col2imAdd(cols.pointer, g, rows, dxn)
+                    }
+                    if let dWeight {
+                        im2col(xn, g, rows, cols.pointer)
+                        BLAS.gemm(transB: true, m: o, n: k, k: width, a: dy, lda: p, b: cols.pointer, ldb: width,
+                                  beta: 1, c: dWeight.pointer, ldc: k)
+                    }
                 }
             }
         }
@@ -112,21 +141,23 @@ public func conv2dBackward(x: Tensor, weight: Tensor, dOut: Tensor,
     if let dBias { sumChannels(dOut, into: dBias) }
 }
 
-/// cols[(c·KH + i)·KW + j, oy·OW + ox] = x[c, oy·s − padTop + i, ox·s − padLeft + j] (0 outside).
-func im2col(_ x: UnsafePointer<Float>, _ g: Conv2dGeometry, _ cols: UnsafeMutablePointer<Float>) {
-    let (h, w, oh, ow, s) = (g.height, g.width, g.outHeight, g.outWidth, g.parameters.stride)
+/// cols[(c·KH + i)·KW + j, (oy − rows.lower)·OW + ox] = x[c, oy·s − padTop + i, ox·s − padLeft + j]
+/// (0 outside the image), for output rows oy in `rows`.
+func im2col(_ x: UnsafePointer<Float>, _ g: Conv2dGeometry, _ outRows: Range<Int>, _ cols: UnsafeMutablePointer<Float>) {
+    let (h, w, ow, s) = (g.height, g.width, g.outWidth, g.parameters.stride)
     let (kh, kw) = (g.kernelH, g.kernelW)
     let (pt, pl) = (g.parameters.padTop, g.parameters.padLeft)
-    ThreadPool.shared.parallelRanges(g.colRows, grain: max(1, 8192 / max(g.colCols, 1))) { rows in
+    let width = outRows.count * ow
+    ThreadPool.shared.parallelRanges(g.colRows, grain: max(1, 8192 / max(width, 1))) { rows in
         for r in rows {
             let c = r / (kh * kw), i = (r / kw) % kh, j = r % kw
             let plane = x + c * h * w
-            let dst = cols + r * oh * ow
+            let dst = cols + r * width
             // Output columns whose input column is inside the image: ox in [lo, hi).
             let (lo, hi) = validColumns(g, j)
-            for oy in 0..<oh {
+            for oy in outRows {
                 let iy = oy * s - pt + i
-                let row = dst + oy * ow
+                let row = dst + (oy - outRows.lowerBound) * ow
                 if iy < 0 || iy >= h {
                     row.update(repeating: 0, count: ow)
                     continue
@@ -157,24 +188,25 @@ func im2col(_ x: UnsafePointer<Float>, _ g: Conv2dGeometry, _ cols: UnsafeMutabl
     return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q
 }
 
-/// The adjoint of `im2col`: dx[c, iy, ix] += Σ over the columns that read it. One task per input
-/// channel, so no two tasks write the same element.
-func col2imAdd(_ cols: UnsafePointer<Float>, _ g: Conv2dGeometry, _ dx: UnsafeMutablePointer<Float>) {
-    let (h, w, oh, ow, s) = (g.height, g.width, g.outHeight, g.outWidth, g.parameters.stride)
+/// The adjoint of `im2col` for output rows `outRows`: dx[c, iy, ix] += Σ over the columns that
+/// read it. One task per input channel, so no two tasks write the same element.
+func col2imAdd(_ cols: UnsafePointer<Float>, _ g: Conv2dGeometry, _ outRows: Range<Int>, _ dx: UnsafeMutablePointer<Float>) {
+    let (h, w, ow, s) = (g.height, g.width, g.outWidth, g.parameters.stride)
     let (kh, kw) = (g.kernelH, g.kernelW)
     let (pt, pl) = (g.parameters.padTop, g.parameters.padLeft)
-    ThreadPool.shared.parallelRanges(g.inChannels, grain: max(1, 8192 / max(kh * kw * oh * ow, 1))) { channels in
+    let width = outRows.count * ow
+    ThreadPool.shared.parallelRanges(g.inChannels, grain: max(1, 8192 / max(kh * kw * width, 1))) { channels in
         for c in channels {
             let plane = dx + c * h * w
             for i in 0..<kh {
                 for j in 0..<kw {
-                    let src = cols + ((c * kh + i) * kw + j) * oh * ow
+                    let src = cols + ((c * kh + i) * kw + j) * width
                     let (lo, hi) = validColumns(g, j)
-                    for oy in 0..<oh {
+                    for oy in outRows {
                         let iy = oy * s - pt + i
                         if iy < 0 || iy >= h { continue }
                         let dst = plane + iy * w - pl + j
-                        let row = src + oy * ow
+                        let row = src + (oy - outRows.lowerBound) * ow
                         if s == 1 {
                             addInPlace(dst + lo, row + lo, hi - lo)
                         } else {

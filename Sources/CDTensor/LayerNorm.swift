@@ -27,7 +27,7 @@ public func layerNormForward(x: Tensor, gamma: Tensor, beta: Tensor, eps: Float,
 /// Gradients of `layerNormForward`, accumulated.
 ///   forward: x̂ = (x − μ)·rstd, y = γ·x̂ + β
 ///   dγ += Σ_rows dy·x̂; dβ += Σ_rows dy; dx += rstd·(γ·dy − mean(γ·dy) − x̂·mean(γ·dy·x̂))
-/// dγ/dβ are summed per worker and reduced at the end, so rows can run in parallel.
+/// dγ/dβ are summed per worker (in Double) and reduced at the end, so rows can run in parallel.
 public func layerNormBackward(x: Tensor, gamma: Tensor, mean: Tensor, rstd: Tensor, dOut: Tensor,
                               dx: Tensor?, dGamma: Tensor?, dBeta: Tensor?) {
     let d = x.dim(-1), m = x.count / max(d, 1)
@@ -36,10 +36,13 @@ public func layerNormBackward(x: Tensor, gamma: Tensor, mean: Tensor, rstd: Tens
     precondition((dGamma?.count ?? d) == d && (dBeta?.count ?? d) == d, "layer norm dGamma/dBeta must have \(d) entries")
     let pool = ThreadPool.shared
     let wantParams = dGamma != nil || dBeta != nil
-    let partial = wantParams ? Tensor(zeros: [pool.threadCount, 2, d]) : nil
+    // Per-worker Double sums of dy·x̂ and dy (rows × workers can be large; fp32 sums drift).
+    let partial: UnsafeMutablePointer<Double>? = wantParams ? .allocate(capacity: pool.threadCount * 2 * d) : nil
+    partial?.initialize(repeating: 0, count: pool.threadCount * 2 * d)
+    defer { partial?.deallocate() }
     let chunks = min(m, pool.threadCount * 4)
     pool.parallelFor(chunks) { c, worker in
-        let pg = partial.map { $0.pointer + worker * 2 * d }
+        let pg = partial.map { $0 + worker * 2 * d }
         var dxhat = [Float](repeating: 0, count: d)
         for r in (m * c / chunks)..<(m * (c + 1) / chunks) {
             let xs = x.pointer + r * d, dy = dOut.pointer + r * d
@@ -51,7 +54,7 @@ public func layerNormBackward(x: Tensor, gamma: Tensor, mean: Tensor, rstd: Tens
                 dxhat[i] = g
                 a += Double(g)
                 b += Double(g * xhat)
-                if let pg { pg[i] += dy[i] * xhat; pg[d + i] += dy[i] }
+                if let pg { pg[i] += Double(dy[i] * xhat); pg[d + i] += Double(dy[i]) }
             }
             guard let dx else { continue }
             let ma = Float(a / Double(d)), mb = Float(b / Double(d))
@@ -60,10 +63,11 @@ public func layerNormBackward(x: Tensor, gamma: Tensor, mean: Tensor, rstd: Tens
         }
     }
     if let partial {
-        for w in 0..<pool.threadCount {
-            let pg = partial.pointer + w * 2 * d
-            if let dGamma { addInPlace(dGamma.pointer, pg, d) }
-            if let dBeta { addInPlace(dBeta.pointer, pg + d, d) }
+        for i in 0..<d {
+            var g = 0.0, b = 0.0
+            for w in 0..<pool.threadCount { g += partial[w * 2 * d + i]; b += partial[w * 2 * d + d + i] }
+            dGamma?.pointer[i] += Float(g)
+            dBeta?.pointer[i] += Float(b)
         }
     }
 }

@@ -30,30 +30,21 @@ public final class ThreadPool: @unchecked Sendable {
     }
 
     public let threadCount: Int
-
-    private var mutex = pthread_mutex_t()
-    private var wake = pthread_cond_t()
-    private var done = pthread_cond_t()
-    private var generation = 0
-    private var pendingWorkers = 0
-    private var shuttingDown = false
-    private var body: ((Int, Int) -> Void)?
-    private var taskCount = 0
-    private let nextTask = Atomic<Int>(0)
-    private let inUse = Atomic<Bool>(false)
+    private let core: Core
     private var threads: [pthread_t] = []
+    private let inUse = Atomic<Bool>(false)
 
     public init(threadCount: Int) {
         self.threadCount = max(1, threadCount)
-        pthread_mutex_init(&mutex, nil)
-        pthread_cond_init(&wake, nil)
-        pthread_cond_init(&done, nil)
+        core = Core()
         for worker in 1..<self.threadCount {
-            let context = Unmanaged.passRetained(WorkerContext(pool: self, worker: worker)).toOpaque()
+            // Workers hold only the core, so dropping the pool runs deinit, which stops them.
+            let context = Unmanaged.passRetained(WorkerContext(core: core, worker: worker)).toOpaque()
             var thread = pthread_t()
             let rc = pthread_create(&thread, nil, { raw in
                 let ctx = Unmanaged<WorkerContext>.fromOpaque(raw!).takeRetainedValue()
-                ctx.pool.workerLoop(ctx.worker)
+                ThreadPool.isInsideTask = true
+                ctx.core.workerLoop(ctx.worker)
                 return nil
             }, context)
             precondition(rc == 0, "pthread_create failed: \(rc)")
@@ -62,10 +53,7 @@ public final class ThreadPool: @unchecked Sendable {
     }
 
     deinit {
-        pthread_mutex_lock(&mutex)
-        shuttingDown = true
-        pthread_cond_broadcast(&wake)
-        pthread_mutex_unlock(&mutex)
+        core.shutDown()
         for t in threads { pthread_join(t, nil) }
     }
 
@@ -80,23 +68,11 @@ public final class ThreadPool: @unchecked Sendable {
         }
         defer { inUse.store(false, ordering: .releasing) }
         withoutActuallyEscaping(body) { escapable in
-            pthread_mutex_lock(&mutex)
-            self.body = escapable
-            taskCount = tasks
-            nextTask.store(0, ordering: .relaxed)
-            pendingWorkers = threadCount - 1
-            generation &+= 1
-            pthread_cond_broadcast(&wake)
-            pthread_mutex_unlock(&mutex)
-
+            core.start(escapable, tasks: tasks, workers: threadCount - 1)
             ThreadPool.isInsideTask = true
-            runTasks(escapable, worker: 0, count: tasks)
+            core.runTasks(escapable, worker: 0, count: tasks)
             ThreadPool.isInsideTask = false
-
-            pthread_mutex_lock(&mutex)
-            while pendingWorkers > 0 { pthread_cond_wait(&done, &mutex) }
-            self.body = nil
-            pthread_mutex_unlock(&mutex)
+            core.waitForWorkers()
         }
     }
 
@@ -112,47 +88,98 @@ public final class ThreadPool: @unchecked Sendable {
         }
     }
 
-    private func runTasks(_ body: (Int, Int) -> Void, worker: Int, count: Int) {
-        while true {
-            let t = nextTask.wrappingAdd(1, ordering: .relaxed).oldValue
-            if t >= count { return }
-            body(t, worker)
+    /// The state workers share: one job at a time, announced by bumping `generation`. The mutex
+    /// and conditions live at fixed heap addresses, as pthreads requires.
+    private final class Core: @unchecked Sendable {
+        private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+        private let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+        private let done = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+        private var generation = 0
+        private var pendingWorkers = 0
+        private var shuttingDown = false
+        private var body: ((Int, Int) -> Void)?
+        private var taskCount = 0
+        private let nextTask = Atomic<Int>(0)
+
+        init() {
+            pthread_mutex_init(mutex, nil)
+            pthread_cond_init(wake, nil)
+            pthread_cond_init(done, nil)
         }
-    }
 
-    private func workerLoop(_ worker: Int) {
-        ThreadPool.isInsideTask = true
-        var seen = 0
-        while true {
-            pthread_mutex_lock(&mutex)
-            while generation == seen && !shuttingDown { pthread_cond_wait(&wake, &mutex) }
-            if shuttingDown { pthread_mutex_unlock(&mutex); return }
-            seen = generation
-            pthread_mutex_unlock(&mutex)
-
-            runCurrentJob(worker: worker)
-
-            pthread_mutex_lock(&mutex)
-            pendingWorkers -= 1
-            if pendingWorkers == 0 { pthread_cond_signal(&done) }
-            pthread_mutex_unlock(&mutex)
+        deinit {
+            pthread_cond_destroy(done); pthread_cond_destroy(wake); pthread_mutex_destroy(mutex)
+            done.deallocate(); wake.deallocate(); mutex.deallocate()
         }
-    }
 
-    /// Runs this generation's tasks. A function of its own so that the worker's reference to the
-    /// body is released before it reports done (`withoutActuallyEscaping` checks that).
-    private func runCurrentJob(worker: Int) {
-        pthread_mutex_lock(&mutex)
-        let job = body
-        let count = taskCount
-        pthread_mutex_unlock(&mutex)
-        if let job { runTasks(job, worker: worker, count: count) }
+        func start(_ job: @escaping (Int, Int) -> Void, tasks: Int, workers: Int) {
+            pthread_mutex_lock(mutex)
+            body = job
+            taskCount = tasks
+            nextTask.store(0, ordering: .relaxed)
+            pendingWorkers = workers
+            generation &+= 1
+            pthread_cond_broadcast(wake)
+            pthread_mutex_unlock(mutex)
+        }
+
+        /// Waits until every worker has finished this job and dropped its reference to the body
+        /// (`withoutActuallyEscaping` checks that).
+        func waitForWorkers() {
+            pthread_mutex_lock(mutex)
+            while pendingWorkers > 0 { pthread_cond_wait(done, mutex) }
+            body = nil
+            pthread_mutex_unlock(mutex)
+        }
+
+        func shutDown() {
+            pthread_mutex_lock(mutex)
+            shuttingDown = true
+            pthread_cond_broadcast(wake)
+            pthread_mutex_unlock(mutex)
+        }
+
+        func runTasks(_ body: (Int, Int) -> Void, worker: Int, count: Int) {
+            while true {
+                let t = nextTask.wrappingAdd(1, ordering: .relaxed).oldValue
+                if t >= count { return }
+                body(t, worker)
+            }
+        }
+
+        func workerLoop(_ worker: Int) {
+            var seen = 0
+            while true {
+                pthread_mutex_lock(mutex)
+                while generation == seen && !shuttingDown { pthread_cond_wait(wake, mutex) }
+                if shuttingDown { pthread_mutex_unlock(mutex); return }
+                seen = generation
+                pthread_mutex_unlock(mutex)
+
+                runCurrentJob(worker: worker)
+
+                pthread_mutex_lock(mutex)
+                pendingWorkers -= 1
+                if pendingWorkers == 0 { pthread_cond_signal(done) }
+                pthread_mutex_unlock(mutex)
+            }
+        }
+
+        /// A function of its own so that the worker's reference to the body is released before
+        /// it reports done.
+        private func runCurrentJob(worker: Int) {
+            pthread_mutex_lock(mutex)
+            let job = body
+            let count = taskCount
+            pthread_mutex_unlock(mutex)
+            if let job { runTasks(job, worker: worker, count: count) }
+        }
     }
 
     private final class WorkerContext {
-        let pool: ThreadPool
+        let core: Core
         let worker: Int
-        init(pool: ThreadPool, worker: Int) { self.pool = pool; self.worker = worker }
+        init(core: Core, worker: Int) { self.core = core; self.worker = worker }
     }
 
     private static let insideKey: pthread_key_t = {

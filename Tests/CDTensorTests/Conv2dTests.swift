@@ -4,6 +4,7 @@ import Testing
 @Suite struct Conv2dTests {
     struct Case: CustomTestStringConvertible, Sendable {
         let name: String, input: [Int], weight: [Int], parameters: Conv2dParameters
+        var columnBudget = Conv2dGeometry.defaultColumnBudget
         var testDescription: String { name }
     }
 
@@ -15,22 +16,25 @@ import Testing
         Case(name: "1x1 s2", input: [1, 3, 5, 5], weight: [2, 3, 1, 1], parameters: .init(stride: 2, padding: 0)),
         Case(name: "VAE downsample (pad right/bottom, s2)", input: [2, 3, 6, 5], weight: [3, 3, 3, 3], parameters: .vaeDownsample),
         Case(name: "3x3 s2 p1 width 1", input: [1, 2, 3, 1], weight: [2, 2, 3, 3], parameters: .init(stride: 2, padding: 1)),
+        // im2col in chunks of output rows: 1 row, then 2 rows with a short last chunk.
+        Case(name: "3x3 s1 p1, 1-row chunks", input: [2, 3, 5, 4], weight: [2, 3, 3, 3], parameters: .init(stride: 1, padding: 1), columnBudget: 1),
+        Case(name: "VAE downsample, 2-row chunks", input: [1, 2, 11, 7], weight: [3, 2, 3, 3], parameters: .vaeDownsample, columnBudget: 2 * 18 * 3),
     ]
 
     @Test(arguments: cases)
     func forwardAndBackwardMatchNaive(_ c: Case) {
         var rng = SeededRandom(seed: 11)
         let x = rng.tensor(c.input), w = rng.tensor(c.weight), b = rng.tensor([c.weight[0]])
-        let g = Conv2dGeometry(input: c.input, weight: c.weight, parameters: c.parameters)
+        let g = Conv2dGeometry(input: c.input, weight: c.weight, parameters: c.parameters, columnBudget: c.columnBudget)
         let fast = Tensor(zeros: g.outputShape), ref = Tensor(zeros: g.outputShape)
-        conv2dForward(x: x, weight: w, bias: b, out: fast, parameters: c.parameters)
+        conv2dForward(x: x, weight: w, bias: b, out: fast, parameters: c.parameters, columnBudget: c.columnBudget)
         conv2dForwardNaive(x: x, weight: w, bias: b, out: ref, parameters: c.parameters)
         expectClose(fast, ref, "conv \(c.name) forward")
 
         let dy = rng.tensor(g.outputShape)
         let dx = Tensor(zeros: c.input), dw = Tensor(zeros: c.weight), db = Tensor(zeros: [c.weight[0]])
         let dxN = Tensor(zeros: c.input), dwN = Tensor(zeros: c.weight), dbN = Tensor(zeros: [c.weight[0]])
-        conv2dBackward(x: x, weight: w, dOut: dy, dx: dx, dWeight: dw, dBias: db, parameters: c.parameters)
+        conv2dBackward(x: x, weight: w, dOut: dy, dx: dx, dWeight: dw, dBias: db, parameters: c.parameters, columnBudget: c.columnBudget)
         conv2dBackwardNaive(x: x, weight: w, dOut: dy, dx: dxN, dWeight: dwN, dBias: dbN, parameters: c.parameters)
         expectClose(dx, dxN, "conv \(c.name) dx"); expectClose(dw, dwN, "conv \(c.name) dW"); expectClose(db, dbN, "conv \(c.name) db")
 
@@ -38,6 +42,12 @@ import Testing
         expectGradient("conv \(c.name) dx", param: x, analytic: dx, loss: loss)
         expectGradient("conv \(c.name) dW", param: w, analytic: dw, loss: loss)
         expectGradient("conv \(c.name) db", param: b, analytic: db, loss: loss)
+    }
+
+    @Test func chunkingSplitsOutputRowsWithinTheBudget() {
+        let g = Conv2dGeometry(input: [1, 2, 11, 7], weight: [3, 2, 3, 3], parameters: .vaeDownsample, columnBudget: 2 * 18 * 3)
+        #expect(g.outputRowChunks == [0..<2, 2..<4, 4..<5])
+        #expect(Conv2dGeometry(input: [1, 320, 64, 64], weight: [320, 320, 3, 3], parameters: .init(stride: 1, padding: 1)).outputRowChunks.count == 1)
     }
 
     @Test func inputGradientOnlyWhenWeightsFrozen() {

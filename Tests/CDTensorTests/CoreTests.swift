@@ -51,6 +51,20 @@ import Testing
         #expect(total == 10_007)
     }
 
+    @Test func droppedPoolStopsItsThreads() {
+        weak var weakPool: ThreadPool?
+        do {
+            let pool = ThreadPool(threadCount: 3)
+            weakPool = pool
+            var sum = 0
+            let lock = Mutex(0)
+            pool.parallelFor(10) { t, _ in lock.withLock { $0 += t } }
+            sum = lock.withLock { $0 }
+            #expect(sum == 45)
+        }
+        #expect(weakPool == nil, "workers kept the pool alive")
+    }
+
     @Test func gemmMatchesNaiveWithLeadingDimensions() {
         var rng = SeededRandom(seed: 61)
         // A 3x4 block inside a 3x6 buffer, B 4x5 inside 4x7, C 3x5 inside 3x9 with beta.
