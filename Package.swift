@@ -27,8 +27,11 @@ let package = Package(
         .systemLibrary(
             name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c",
             providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
+        .systemLibrary(
+            name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng",
+            providers: [.apt(["libpng-dev"])]),
         .target(name: "CDTensor", dependencies: ["COpenBLAS"], swiftSettings: kernelFlags),
-        .target(name: "CDModels", dependencies: ["CDTensor"], swiftSettings: kernelFlags),
+        .target(name: "CDModels", dependencies: ["CDTensor", "CPNG"], swiftSettings: kernelFlags),
         .executableTarget(
             name: "cdtrainerd",
             dependencies: [

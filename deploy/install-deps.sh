@@ -4,7 +4,7 @@
 # The Swift toolchain (6.0 or later) is not a Debian package; it must already be on PATH.
 set -euo pipefail
 
-packages=(libopenblas-dev libopenmpi-dev openmpi-bin pkg-config)
+packages=(libopenblas-dev libopenmpi-dev openmpi-bin libpng-dev pkg-config)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -46,8 +46,18 @@ public final class AutoencoderKL: @unchecked Sendable {
         let config = try readConfig(AutoencoderKLConfig.self, from: configURL)
         try config.validate(file: configURL.path)
         let files = try componentFiles(in: directory, base: "diffusion_pytorch_model")
-        let weights = try Weights.load(from: files, specs: parameterSpecs(config), source: directory.path)
+        let weights = try Weights.load(from: files, specs: parameterSpecs(config), source: directory.path,
+                                       rename: legacyAttentionName)
         return try AutoencoderKL(config: config, weights: weights, configFile: configURL.path)
+    }
+
+    /// diffusers' pre-0.14 VAE attention names (`query`, `key`, `value`, `proj_attn`) → current ones.
+    static func legacyAttentionName(_ name: String) -> String {
+        guard name.contains(".attentions.") else { return name }
+        for (old, new) in [(".query.", ".to_q."), (".key.", ".to_k."), (".value.", ".to_v."), (".proj_attn.", ".to_out.0.")] {
+            if let r = name.range(of: old) { return name.replacingCharacters(in: r, with: new) }
+        }
+        return name
     }
 
     public static func parameterSpecs(_ c: AutoencoderKLConfig) -> [ParameterSpec] {

@@ -43,7 +43,11 @@ public struct Weights: @unchecked Sendable {
         for spec in specs {
             guard let (file, name) = found[spec.key] else { missing.append(spec.key); continue }
             let entry = try file.entry(name)
-            guard entry.shape == spec.shape else {
+            // A 1×1 conv weight [O, I, 1, 1] stands for a linear [O, I] (LDM's VAE attention,
+            // SD1 vs SD2 proj_in/proj_out): same data, another shape.
+            let oneByOne = (entry.shape == spec.shape + [1, 1] && spec.shape.count == 2)
+                || (spec.shape == entry.shape + [1, 1] && entry.shape.count == 2)
+            guard entry.shape == spec.shape || oneByOne else {
                 wrong.append("\(name) is \(entry.shape), expected \(spec.shape)")
                 continue
             }
@@ -51,7 +55,7 @@ public struct Weights: @unchecked Sendable {
                 wrong.append("\(name) has dtype \(entry.dtype.rawValue), expected F32, F16 or BF16")
                 continue
             }
-            tensors[spec.key] = try file.tensor(name)
+            tensors[spec.key] = try file.tensor(name).reshaped(spec.shape)
         }
         if !missing.isEmpty || !unexpected.isEmpty || !wrong.isEmpty {
             throw ModelError.weightMismatch(source: source, missing: missing, unexpected: unexpected.sorted(), wrongShapes: wrong)

@@ -1,26 +1,11 @@
 import Testing
 @testable import CDTensor
 
-/// Deterministic random numbers (SplitMix64) so failures reproduce.
-struct SeededRandom {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// Uniform in [lo, hi).
-    mutating func uniform(_ lo: Float = -1, _ hi: Float = 1) -> Float {
-        lo + (hi - lo) * Float(next() >> 40) / Float(1 << 24)
-    }
-    mutating func tensor(_ shape: [Int], _ lo: Float = -1, _ hi: Float = 1) -> Tensor {
-        let t = Tensor(zeros: shape)
-        for i in 0..<t.count { t.pointer[i] = uniform(lo, hi) }
-        return t
-    }
+/// Seeded test data, so failures reproduce.
+typealias SeededRandom = SplitMix64
+
+extension SplitMix64 {
+    mutating func tensor(_ shape: [Int], _ lo: Float = -1, _ hi: Float = 1) -> Tensor { uniformTensor(shape, lo, hi) }
 }
 
 /// Expects |a − b| ≤ atol + rtol·|b| elementwise; on failure prints the worst element and the
