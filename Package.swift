@@ -31,11 +31,13 @@ let package = Package(
             name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng",
             providers: [.apt(["libpng-dev"])]),
         .target(name: "CDTensor", dependencies: ["COpenBLAS"], swiftSettings: kernelFlags),
-        .target(name: "CDModels", dependencies: ["CDTensor", "CPNG"], swiftSettings: kernelFlags),
+        .target(
+            name: "CDModels", dependencies: ["CDTensor", "CPNG"],
+            resources: [.copy("Resources/clip-merges.txt")], swiftSettings: kernelFlags),
         .executableTarget(
             name: "cdtrainerd",
             dependencies: [
-                "CDTensor", "CMPI", "COpenBLAS",
+                "CDTensor", "CDModels", "CMPI", "COpenBLAS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: kernelFlags),

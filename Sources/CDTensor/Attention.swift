@@ -50,6 +50,7 @@ public func attentionForward(q: Tensor, k: Tensor, v: Tensor, heads: Int, causal
     let s = AttentionShape(q: q, k: k, v: v, heads: heads, causal: causal, tileFloats: tileFloats)
     precondition(out.shape == q.shape, "attention output \(out.shape), expected \(q.shape)")
     precondition(logSumExp.count == s.batch * heads * s.queries, "logSumExp must be [B, H, Tq]")
+    FlopCounter.add(.attention, s.forwardFlops)
     let (tk, w, d, ld) = (s.keys, s.width, s.headDim, s.tileStride)
     BLAS.singleThreaded {
         ThreadPool.shared.parallelFor(s.batch * heads * s.blocks) { task, _ in
@@ -99,6 +100,9 @@ public func attentionBackward(q: Tensor, k: Tensor, v: Tensor, heads: Int, causa
     precondition((dq?.shape ?? q.shape) == q.shape && (dk?.shape ?? k.shape) == k.shape && (dv?.shape ?? v.shape) == v.shape,
                  "attention gradients must have the shapes of q, k, v")
     if dq == nil && dk == nil && dv == nil { return }
+    // Recomputed scores, then dV, dP, dQ, dK: each a product of the forward's size (2·Tq·Tk·D).
+    let products = 2 + (dv == nil ? 0 : 1) + (dq == nil ? 0 : 1) + (dk == nil ? 0 : 1)
+    FlopCounter.add(.attention, s.forwardFlops / 2 * Double(products))
     let (tk, w, d, ld) = (s.keys, s.width, s.headDim, s.tileStride)
     let pool = ThreadPool.shared
     let tasks = s.batch * heads * s.blocks, chunks = min(pool.threadCount, tasks)

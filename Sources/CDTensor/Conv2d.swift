@@ -72,6 +72,7 @@ public func conv2dForward(x: Tensor, weight: Tensor, bias: Tensor?, out: Tensor,
     let g = Conv2dGeometry(input: x.shape, weight: weight.shape, parameters: parameters, columnBudget: columnBudget)
     precondition(out.shape == g.outputShape, "conv2d output \(out.shape), expected \(g.outputShape)")
     let (o, k, p) = (g.outChannels, g.colRows, g.colCols)
+    FlopCounter.add(.conv, g.flops)
     Scratch.with { arena in
         let cols = g.isPointwise ? nil : arena.tensor([k, g.chunkRows * g.outWidth], zeroed: false)
         for n in 0..<g.batch {
@@ -105,6 +106,7 @@ public func conv2dBackward(x: Tensor, weight: Tensor, dOut: Tensor,
     let (o, k, p) = (g.outChannels, g.colRows, g.colCols)
     if let dx { precondition(dx.shape == x.shape, "conv2d dx \(dx.shape) for input \(x.shape)") }
     if let dWeight { precondition(dWeight.shape == weight.shape, "conv2d dWeight \(dWeight.shape) for \(weight.shape)") }
+    FlopCounter.add(.conv, g.flops * Double((dx == nil ? 0 : 1) + (dWeight == nil ? 0 : 1)))
     if dx != nil || dWeight != nil {
         Scratch.with { arena in
             let cols = g.isPointwise ? nil : arena.tensor([k, g.chunkRows * g.outWidth], zeroed: false)

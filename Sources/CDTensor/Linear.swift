@@ -12,6 +12,7 @@
 
 public func linearForward(x: Tensor, weight: Tensor, bias: Tensor?, out: Tensor) {
     let (m, n, k) = linearDims(x, weight, out)
+    FlopCounter.add(.matmul, 2 * Double(m) * Double(n) * Double(k))
     BLAS.gemm(transB: true, m: m, n: n, k: k, a: x.pointer, lda: k, b: weight.pointer, ldb: k,
               beta: 0, c: out.pointer, ldc: n)
     if let bias { addRowBias(out.pointer, rows: m, cols: n, bias: bias) }
@@ -24,6 +25,7 @@ public func linearForward(x: Tensor, weight: Tensor, bias: Tensor?, out: Tensor)
 public func linearBackward(x: Tensor, weight: Tensor, dOut: Tensor,
                            dx: Tensor?, dWeight: Tensor?, dBias: Tensor?) {
     let (m, n, k) = linearDims(x, weight, dOut)
+    FlopCounter.add(.matmul, 2 * Double(m) * Double(n) * Double(k) * Double((dx == nil ? 0 : 1) + (dWeight == nil ? 0 : 1)))
     if let dx {
         precondition(dx.count == x.count)
         BLAS.gemm(m: m, n: k, k: n, a: dOut.pointer, lda: n, b: weight.pointer, ldb: k,

@@ -24,6 +24,7 @@ public func matmulForward(a: Tensor, b: Tensor, transA: Bool = false, transB: Bo
                           alpha: Float = 1, out: Tensor) {
     let s = MatmulShape(a: a, b: b, transA: transA, transB: transB)
     precondition(out.count == s.m * s.n, "matmul output \(out.shape), expected [\(s.m), \(s.n)]")
+    FlopCounter.add(.matmul, 2 * Double(s.m) * Double(s.n) * Double(s.k))
     BLAS.gemm(transA: transA, transB: transB, m: s.m, n: s.n, k: s.k, alpha: alpha,
               a: a.pointer, lda: s.lda, b: b.pointer, ldb: s.ldb, c: out.pointer, ldc: s.n)
 }
@@ -35,6 +36,7 @@ public func matmulBackward(a: Tensor, b: Tensor, transA: Bool = false, transB: B
     let s = MatmulShape(a: a, b: b, transA: transA, transB: transB)
     let (m, n, k) = (s.m, s.n, s.k)
     precondition(dOut.count == m * n, "matmul dOut \(dOut.shape), expected [\(m), \(n)]")
+    FlopCounter.add(.matmul, 2 * Double(m) * Double(n) * Double(k) * Double((dA == nil ? 0 : 1) + (dB == nil ? 0 : 1)))
     if let dA {
         precondition(dA.count == a.count)
         if transA {  // dA[K,M] += alpha · op(B) · dOutᵀ

@@ -5,5 +5,5 @@ struct CDTrainerd: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cdtrainerd",
         abstract: "Custom Diffusion training daemon for CPU clusters (OpenBLAS numerics, MPI data parallelism).",
-        subcommands: [BenchCommand.self, VersionCommand.self])
+        subcommands: [SampleCommand.self, BenchCommand.self, VersionCommand.self])
 }

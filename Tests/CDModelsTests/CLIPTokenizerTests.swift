@@ -418,3 +418,17 @@ struct TokenizerVector: Sendable, CustomTestStringConvertible {
         #expect(elapsed < .seconds(5), "loading took \(elapsed)")
     }
 }
+
+@Suite struct StandardCLIPVocabularyTests {
+    @Test func shippedVocabularyEqualsTheFixtureTokenizer() throws {
+        let standard = try CLIPTokenizer.standard()
+        let data = try Data(contentsOf: Fixtures.model.appendingPathComponent("tokenizer/vocab.json"))
+        let vocab = try JSONDecoder().decode([String: Int].self, from: data)
+        #expect(standard.vocabularySize == vocab.count)
+        var mismatches = 0
+        for (token, id) in vocab where standard.id(of: token) != id { mismatches += 1 }
+        #expect(mismatches == 0, "\(mismatches) vocabulary entries differ")
+        let fixture = try CLIPTokenizer(directory: Fixtures.model.appendingPathComponent("tokenizer"))
+        #expect(standard.encodePadded("a photo of a cat, 4k!") == fixture.encodePadded("a photo of a cat, 4k!"))
+    }
+}

@@ -1,0 +1,74 @@
+import ArgumentParser
+import CDModels
+import CDTensor
+import Foundation
+
+struct SampleCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sample", abstract: "Generate images from a prompt with a Stable Diffusion 1.x/2.x checkpoint.")
+
+    @Option(help: "A diffusers model folder or a single-file .safetensors checkpoint.")
+    var model: String
+
+    @Option(help: "For a single-file checkpoint: a diffusers folder whose configs and tokenizer to use (default: SD 1.5).")
+    var configs: String?
+
+    @Option(help: "The prompt.")
+    var prompt: String
+
+    @Option(help: "The negative prompt.")
+    var negative = ""
+
+    @Option(help: "ddim, euler, euler-a or dpmpp-2m.")
+    var scheduler = "ddim"
+
+    @Option(help: "Sampling steps.")
+    var steps = 50
+
+    @Option(help: "Classifier-free guidance scale (1 or less: no guidance).")
+    var guidance: Float = 7.5
+
+    @Option(help: "Seed of the initial latents (cdtrainer's generator; seeds do not reproduce diffusers images).")
+    var seed: UInt64 = 0
+
+    @Option var width = 512
+    @Option var height = 512
+
+    @Option(help: "Images to generate (FILE-1.png, FILE-2.png, … when more than one).")
+    var count = 1
+
+    @Option(help: "Output PNG file.")
+    var out: String
+
+    func run() throws {
+        guard let kind = SamplerKind(rawValue: scheduler) else {
+            throw ValidationError("--scheduler must be one of \(SamplerKind.allCases.map(\.rawValue).joined(separator: ", ")) (got \(scheduler))")
+        }
+        let pipeline = try StableDiffusionPipeline.load(model, configs: configs)
+        var request = StableDiffusionPipeline.Request(prompt: prompt)
+        request.negativePrompt = negative
+        request.sampler = kind
+        request.steps = steps
+        request.guidance = guidance
+        request.seed = seed
+        request.width = width
+        request.height = height
+        request.count = count
+        if let problem = pipeline.validate(request) { throw ValidationError(problem) }
+        let started = Date()
+        let images = pipeline.generate(request) { step, total in
+            FileHandle.standardError.write(Data(String(format: "step %d/%d  %.1f s\n", step, total, Date().timeIntervalSince(started)).utf8))
+        }
+        for i in 0..<count {
+            let path = count == 1 ? out : numbered(out, i + 1)
+            try PNGImage.write(images, index: i, to: path)
+            print(path)
+        }
+    }
+
+    private func numbered(_ path: String, _ n: Int) -> String {
+        let ext = (path as NSString).pathExtension
+        let base = ext.isEmpty ? path : String(path.dropLast(ext.count + 1))
+        return "\(base)-\(n).\(ext.isEmpty ? "png" : ext)"
+    }
+}
