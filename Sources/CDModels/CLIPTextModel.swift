@@ -69,22 +69,24 @@ public final class CLIPTextModel: @unchecked Sendable {
         let b = ids.count, t = ids.first?.count ?? 0, d = config.hiddenSize
         precondition(ids.allSatisfy { $0.count == t } && t <= config.maxPositionEmbeddings,
                      "text encoder input must be [B, ≤\(config.maxPositionEmbeddings)] token ids")
-        let arena = Arena()
-        let x = Tensor(zeros: [b, t, d])
-        embeddingForward(ids: ids.flatMap { $0 }, table: weights["text_model.embeddings.token_embedding.weight"],
-                         override: embeddingOverride, out: x)
-        let positions = weights["text_model.embeddings.position_embedding.weight"].slice(0..<t)
-        for s in 0..<b { accumulate(positions, into: x[s]) }
-        hiddenStates?(0, x.copy())
-        for l in 0..<config.numHiddenLayers {
-            let mark = arena.mark
-            layer(l, x, arena)
-            arena.rewind(to: mark)
-            hiddenStates?(l + 1, x.copy())
+        // Temporaries come from this thread's reusable scratch arena: no page faults per call.
+        return Scratch.with { arena in
+            let x = Tensor(zeros: [b, t, d])
+            embeddingForward(ids: ids.flatMap { $0 }, table: weights["text_model.embeddings.token_embedding.weight"],
+                             override: embeddingOverride, out: x)
+            let positions = weights["text_model.embeddings.position_embedding.weight"].slice(0..<t)
+            for s in 0..<b { accumulate(positions, into: x[s]) }
+            hiddenStates?(0, x.copy())
+            for l in 0..<config.numHiddenLayers {
+                let mark = arena.mark
+                layer(l, x, arena)
+                arena.rewind(to: mark)
+                hiddenStates?(l + 1, x.copy())
+            }
+            let out = Tensor(zeros: x.shape)
+            layerNorm("text_model.final_layer_norm", x, out, arena)
+            return out
         }
-        let out = Tensor(zeros: x.shape)
-        layerNorm("text_model.final_layer_norm", x, out, arena)
-        return out
     }
 
     /// x += attn(ln1(x)); x += mlp(ln2(x)), in place on x [B, T, D].

@@ -69,66 +69,68 @@ public final class UNet2DConditionModel: @unchecked Sendable {
         let downFactor = 1 << (c.levels - 1)
         precondition(sample.shape[2] % downFactor == 0 && sample.shape[3] % downFactor == 0,
                      "sample height and width must be multiples of \(downFactor)")
-        let arena = Arena()
+        // Temporaries come from this thread's reusable scratch arena: no page faults per call.
+        return Scratch.with { arena in
 
-        // Time: sinusoidal features → linear_1 → SiLU → linear_2; resnets take SiLU(temb).
-        let c0 = c.blockOutChannels[0], td = c.timeEmbedDim
-        let proj = timestepEmbedding(timesteps: timesteps, dim: c0, flipSinToCos: c.flipSinToCos ?? true,
-                                     freqShift: Float(c.freqShift ?? 0))
-        observe?("time_proj", proj)
-        let t1 = arena.tensor([b, td], zeroed: false), temb = arena.tensor([b, td], zeroed: false)
-        linearForward(x: proj, weight: w["time_embedding.linear_1.weight"], bias: w["time_embedding.linear_1.bias"], out: t1)
-        activationForward(.silu, x: t1, out: t1)
-        linearForward(x: t1, weight: w["time_embedding.linear_2.weight"], bias: w["time_embedding.linear_2.bias"], out: temb)
-        observe?("time_embedding", temb)
-        let tembAct = arena.tensor([b, td], zeroed: false)
-        activationForward(.silu, x: temb, out: tembAct)
+            // Time: sinusoidal features → linear_1 → SiLU → linear_2; resnets take SiLU(temb).
+            let c0 = c.blockOutChannels[0], td = c.timeEmbedDim
+            let proj = timestepEmbedding(timesteps: timesteps, dim: c0, flipSinToCos: c.flipSinToCos ?? true,
+                                         freqShift: Float(c.freqShift ?? 0))
+            observe?("time_proj", proj)
+            let t1 = arena.tensor([b, td], zeroed: false), temb = arena.tensor([b, td], zeroed: false)
+            linearForward(x: proj, weight: w["time_embedding.linear_1.weight"], bias: w["time_embedding.linear_1.bias"], out: t1)
+            activationForward(.silu, x: t1, out: t1)
+            linearForward(x: t1, weight: w["time_embedding.linear_2.weight"], bias: w["time_embedding.linear_2.bias"], out: temb)
+            observe?("time_embedding", temb)
+            let tembAct = arena.tensor([b, td], zeroed: false)
+            activationForward(.silu, x: temb, out: tembAct)
 
-        var h = arena.tensor([b, c0, sample.shape[2], sample.shape[3]], zeroed: false)
-        conv2dForward(x: sample, weight: w["conv_in.weight"], bias: w["conv_in.bias"], out: h, parameters: .init(stride: 1, padding: 1))
-        observe?("conv_in", h)
-        var skips = [h]
-        for (i, level) in down.enumerated() {
-            for (j, resnet) in level.resnets.enumerated() {
-                h = resnet.forward(h, tembActivated: tembAct, w, arena)
-                if j < level.attentions.count { h = level.attentions[j].forward(h, context: context, w, arena) }
-                skips.append(h)
+            var h = arena.tensor([b, c0, sample.shape[2], sample.shape[3]], zeroed: false)
+            conv2dForward(x: sample, weight: w["conv_in.weight"], bias: w["conv_in.bias"], out: h, parameters: .init(stride: 1, padding: 1))
+            observe?("conv_in", h)
+            var skips = [h]
+            for (i, level) in down.enumerated() {
+                for (j, resnet) in level.resnets.enumerated() {
+                    h = resnet.forward(h, tembActivated: tembAct, w, arena)
+                    if j < level.attentions.count { h = level.attentions[j].forward(h, context: context, w, arena) }
+                    skips.append(h)
+                }
+                if let p = level.sampler {
+                    let out = arena.tensor([b, h.shape[1], h.shape[2] / 2, h.shape[3] / 2], zeroed: false)
+                    conv2dForward(x: h, weight: w[p + "conv.weight"], bias: w[p + "conv.bias"], out: out, parameters: .init(stride: 2, padding: 1))
+                    h = out
+                    skips.append(h)
+                }
+                observe?("down_blocks.\(i)", h)
             }
-            if let p = level.sampler {
-                let out = arena.tensor([b, h.shape[1], h.shape[2] / 2, h.shape[3] / 2], zeroed: false)
-                conv2dForward(x: h, weight: w[p + "conv.weight"], bias: w[p + "conv.bias"], out: out, parameters: .init(stride: 2, padding: 1))
-                h = out
-                skips.append(h)
+            h = mid.0.forward(h, tembActivated: tembAct, w, arena)
+            h = mid.1.forward(h, context: context, w, arena)
+            h = mid.2.forward(h, tembActivated: tembAct, w, arena)
+            observe?("mid_block", h)
+            for (i, level) in up.enumerated() {
+                for (j, resnet) in level.resnets.enumerated() {
+                    let skip = skips.removeLast()
+                    let joined = arena.tensor([b, h.shape[1] + skip.shape[1], h.shape[2], h.shape[3]], zeroed: false)
+                    concatChannelsForward(h, skip, out: joined)
+                    h = resnet.forward(joined, tembActivated: tembAct, w, arena)
+                    if j < level.attentions.count { h = level.attentions[j].forward(h, context: context, w, arena) }
+                }
+                if let p = level.sampler {
+                    let big = arena.tensor([b, h.shape[1], h.shape[2] * 2, h.shape[3] * 2], zeroed: false)
+                    upsampleNearest2xForward(x: h, out: big)
+                    let out = arena.tensor(big.shape, zeroed: false)
+                    conv2dForward(x: big, weight: w[p + "conv.weight"], bias: w[p + "conv.bias"], out: out, parameters: .init(stride: 1, padding: 1))
+                    h = out
+                }
+                observe?("up_blocks.\(i)", h)
             }
-            observe?("down_blocks.\(i)", h)
+            let normed = arena.tensor(h.shape, zeroed: false)
+            groupNormForward(x: h, gamma: w["conv_norm_out.weight"], beta: w["conv_norm_out.bias"], groups: c.normNumGroups,
+                             eps: c.normEps, silu: true, out: normed, stats: GroupNormStats(arena, batch: b, groups: c.normNumGroups))
+            let out = Tensor(zeros: [b, c.outChannels, h.shape[2], h.shape[3]])
+            conv2dForward(x: normed, weight: w["conv_out.weight"], bias: w["conv_out.bias"], out: out, parameters: .init(stride: 1, padding: 1))
+            return out
         }
-        h = mid.0.forward(h, tembActivated: tembAct, w, arena)
-        h = mid.1.forward(h, context: context, w, arena)
-        h = mid.2.forward(h, tembActivated: tembAct, w, arena)
-        observe?("mid_block", h)
-        for (i, level) in up.enumerated() {
-            for (j, resnet) in level.resnets.enumerated() {
-                let skip = skips.removeLast()
-                let joined = arena.tensor([b, h.shape[1] + skip.shape[1], h.shape[2], h.shape[3]], zeroed: false)
-                concatChannelsForward(h, skip, out: joined)
-                h = resnet.forward(joined, tembActivated: tembAct, w, arena)
-                if j < level.attentions.count { h = level.attentions[j].forward(h, context: context, w, arena) }
-            }
-            if let p = level.sampler {
-                let big = arena.tensor([b, h.shape[1], h.shape[2] * 2, h.shape[3] * 2], zeroed: false)
-                upsampleNearest2xForward(x: h, out: big)
-                let out = arena.tensor(big.shape, zeroed: false)
-                conv2dForward(x: big, weight: w[p + "conv.weight"], bias: w[p + "conv.bias"], out: out, parameters: .init(stride: 1, padding: 1))
-                h = out
-            }
-            observe?("up_blocks.\(i)", h)
-        }
-        let normed = arena.tensor(h.shape, zeroed: false)
-        groupNormForward(x: h, gamma: w["conv_norm_out.weight"], beta: w["conv_norm_out.bias"], groups: c.normNumGroups,
-                         eps: c.normEps, silu: true, out: normed, stats: GroupNormStats(arena, batch: b, groups: c.normNumGroups))
-        let out = Tensor(zeros: [b, c.outChannels, h.shape[2], h.shape[3]])
-        conv2dForward(x: normed, weight: w["conv_out.weight"], bias: w["conv_out.bias"], out: out, parameters: .init(stride: 1, padding: 1))
-        return out
     }
 
     /// Block objects with their diffusers prefixes and channel counts (diffusers' constructor logic).

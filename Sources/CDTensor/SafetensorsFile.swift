@@ -96,10 +96,22 @@ public final class SafetensorsFile: @unchecked Sendable {
                     dst[i] = bf16 ? HalfPrecision.widenBF16(bits) : HalfPrecision.widenF16(bits)
                 }
             }
+            release(UnsafeRawPointer(src), bytes: 2 * n)
             return t
         default:
             throw SafetensorsError.unsupportedDType(file: path, tensor: name, dtype: e.dtype.rawValue, expected: "F32, F16 or BF16")
         }
+    }
+
+    /// Drops the mapped pages that lie wholly inside [start, start + bytes) once their data has
+    /// been converted, so loading an F16 checkpoint holds the fp32 result plus little more than
+    /// one tensor of the file (the pages come back from the file if read again).
+    private func release(_ start: UnsafeRawPointer, bytes: Int) {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let first = (Int(bitPattern: start) + page - 1) / page * page
+        let end = (Int(bitPattern: start) + bytes) / page * page
+        guard end > first, let p = UnsafeMutableRawPointer(bitPattern: first) else { return }
+        madvise(p, end - first, MADV_DONTNEED)
     }
 
     /// An integer tensor (I64 or I32), e.g. token ids or timesteps.

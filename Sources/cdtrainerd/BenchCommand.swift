@@ -5,7 +5,7 @@ import Foundation
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Performance benchmarks (run them from a release build).",
-        subcommands: [KernelsCommand.self])
+        subcommands: [KernelsCommand.self, UNetCommand.self])
 }
 
 struct KernelsCommand: ParsableCommand {
@@ -41,6 +41,50 @@ struct KernelsCommand: ParsableCommand {
             print(String(decoding: try encoder.encode(report), as: UTF8.self))
         } else {
             print(report.table)
+        }
+    }
+}
+
+struct UNetCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "unet",
+        abstract: "Forward time of an SD1.5-size UNet (random weights) against the sgemm throughput measured in the same run.")
+
+    @Option(help: "Image resolution in pixels (latents are 1/8).")
+    var res = 512
+
+    @Option(help: "Batch size.")
+    var batch = 1
+
+    @Option(help: "Timed runs after a warm-up (the best is reported).")
+    var repeats = 3
+
+    @Flag(help: "Print one JSON object.")
+    var json = false
+
+    func validate() throws {
+        guard res > 0, res % 64 == 0 else { throw ValidationError("--res must be a positive multiple of 64") }
+        guard batch >= 1, repeats >= 1 else { throw ValidationError("--batch and --repeats must be at least 1") }
+    }
+
+    func run() throws {
+        #if DEBUG
+        FileHandle.standardError.write(Data("warning: debug build; figures are meaningless. Use `swift build -c release`.\n".utf8))
+        #endif
+        _ = ThreadPool.shared
+        let report = try UNetBenchmark(resolution: res, batch: batch, repeats: repeats).run { line in
+            FileHandle.standardError.write(Data((line + "\n").utf8))
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.keyEncodingStrategy = .convertToSnakeCase
+            encoder.outputFormatting = [.sortedKeys]
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+        } else {
+            print(String(format: "UNet forward %dx%d, batch %d: %.3f s, %.1f GFLOP (conv %.1f, matmul %.1f, attention %.1f), %.1f GFLOP/s = %.2f x sgemm (%.1f GFLOP/s), peak RSS %.2f GB, %d threads",
+                         report.resolution, report.resolution, report.batch, report.seconds, report.gflop,
+                         (report.flopsByKind["conv"] ?? 0) / 1e9, (report.flopsByKind["matmul"] ?? 0) / 1e9, (report.flopsByKind["attention"] ?? 0) / 1e9,
+                         report.gflops, report.ratioToSgemm, report.sgemmGflops, Double(report.peakRssBytes) / 1e9, report.threads))
         }
     }
 }

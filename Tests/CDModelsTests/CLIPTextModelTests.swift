@@ -33,6 +33,27 @@ import Testing
         for (k, t) in a.weights.tensors { #expect(b.weights[k].array == t.array, "\(k) differs") }
     }
 
+    @Test(arguments: [SafetensorsWriter.StoredType.f16, .bf16])
+    func halfPrecisionCheckpointsAreWidenedOnLoad(_ type: SafetensorsWriter.StoredType) throws {
+        let dir = Fixtures.model.appendingPathComponent("text_encoder")
+        let original = try SafetensorsFile(path: dir.appendingPathComponent("model.safetensors").path)
+        var writer = SafetensorsWriter()
+        for name in original.names { writer.add(name, try original.tensor(name), as: type) }
+        let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("cd-te-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: tmp) }
+        try FileManager.default.copyItem(at: dir.appendingPathComponent("config.json"), to: tmp.appendingPathComponent("config.json"))
+        try writer.write(to: tmp.appendingPathComponent("model.safetensors").path)
+        let half = try CLIPTextModel.load(directory: tmp)
+        let reread = try SafetensorsFile(path: tmp.appendingPathComponent("model.safetensors").path)
+        for name in original.names {
+            #expect(half.weights[name].array == (try reread.tensor(name)).array, "\(name)")
+            let exact = try original.tensor(name).array
+            let widened = half.weights[name].array
+            #expect(zip(exact, widened).allSatisfy { abs($0 - $1) <= abs($0) * (type == .f16 ? 1e-3 : 8e-3) + 1e-4 }, "\(name) too far from fp32")
+        }
+    }
+
     @Test func mismatchedWeightsListEveryProblem() throws {
         let dir = Fixtures.model.appendingPathComponent("text_encoder")
         let original = try SafetensorsFile(path: dir.appendingPathComponent("model.safetensors").path)
