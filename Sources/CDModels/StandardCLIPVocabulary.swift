@@ -8,8 +8,9 @@ extension CLIPTokenizer {
     /// bytes in byte order, then the remapped ones), the same with `</w>`, each merge joined,
     /// then `<|startoftext|>` 49406 and `<|endoftext|>` 49407.
     public static func standard(padToken: String? = nil) throws -> CLIPTokenizer {
-        guard let url = Bundle.module.url(forResource: "clip-merges", withExtension: "txt") else {
-            throw ModelError.missingFile(path: "clip-merges.txt", expected: "the CLIP merges shipped in the cdtrainer_CDModels resource bundle next to the binary")
+        guard let url = shippedMergesURL else {
+            throw ModelError.missingFile(path: "cdtrainer_CDModels.resources/clip-merges.txt",
+                                         expected: "the CLIP merges installed next to the cdtrainerd binary (or CD_CLIP_MERGES=path)")
         }
         let merges = try readMerges(url).pairs
         let printable = (0..<256).filter { (33...126).contains($0) || (161...172).contains($0) || (174...255).contains($0) }
@@ -24,5 +25,20 @@ extension CLIPTokenizer {
         vocab[defaultBOS] = vocab.count
         vocab[defaultEOS] = vocab.count
         return try CLIPTokenizer(vocab: vocab, merges: merges, padToken: padToken)
+    }
+
+    /// Where the shipped merges are: `$CD_CLIP_MERGES`, the resource folder SwiftPM builds next
+    /// to the binary, or the source tree (tests, development). `Bundle.module` is not used
+    /// because it stops the process when the folder is missing.
+    static var shippedMergesURL: URL? {
+        var candidates: [URL] = []
+        if let path = ProcessInfo.processInfo.environment["CD_CLIP_MERGES"], !path.isEmpty {
+            candidates.append(URL(fileURLWithPath: path))
+        }
+        if let exe = Bundle.main.executableURL?.resolvingSymlinksInPath() {
+            candidates.append(exe.deletingLastPathComponent().appendingPathComponent("cdtrainer_CDModels.resources/clip-merges.txt"))
+        }
+        candidates.append(URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Resources/clip-merges.txt"))
+        return candidates.first { FileManager.default.fileExists(atPath: $0.path) }
     }
 }
