@@ -21,9 +21,12 @@ public struct StableDiffusionModels: @unchecked Sendable {
         return try loadSingleFile(path, configs: configs.map { URL(fileURLWithPath: $0, isDirectory: true) })
     }
 
-    /// `unet/`, `vae/`, `text_encoder/`, `scheduler/` of a diffusers folder.
+    /// `unet/`, `vae/`, `text_encoder/`, `scheduler/` of a diffusers folder, checked against its
+    /// `model_index.json` when there is one.
     public static func loadFolder(_ dir: URL) throws -> StableDiffusionModels {
-        StableDiffusionModels(
+        let index = dir.appendingPathComponent("model_index.json")
+        if FileManager.default.fileExists(atPath: index.path) { try ModelIndex(url: index).validate(file: index.path) }
+        return StableDiffusionModels(
             textEncoder: try CLIPTextModel.load(directory: dir.appendingPathComponent("text_encoder")),
             unet: try UNet2DConditionModel.load(directory: dir.appendingPathComponent("unet")),
             vae: try AutoencoderKL.load(directory: dir.appendingPathComponent("vae")),

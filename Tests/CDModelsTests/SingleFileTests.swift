@@ -67,3 +67,74 @@ import Testing
         }
     }
 }
+
+@Suite struct FolderLoadingTests {
+    func copyOfFixtureModel() throws -> URL {
+        let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("cd-model-\(UUID().uuidString)")
+        try FileManager.default.copyItem(at: Fixtures.model, to: tmp)
+        return tmp
+    }
+
+    @Test func modelIndexIsReadAndChecked() throws {
+        let index = try ModelIndex(url: Fixtures.model.appendingPathComponent("model_index.json"))
+        #expect(index.className == "StableDiffusionPipeline" && index.components["unet"] == "UNet2DConditionModel")
+        let dir = try copyOfFixtureModel()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var json = try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("model_index.json"))) as! [String: Any]
+        json["unet"] = ["diffusers", "UNet2DModel"]
+        try JSONSerialization.data(withJSONObject: json).write(to: dir.appendingPathComponent("model_index.json"))
+        #expect(throws: ModelError.unsupportedConfig(file: dir.appendingPathComponent("model_index.json").path, field: "unet",
+                                                     value: "UNet2DModel", supported: "UNet2DConditionModel")) {
+            _ = try StableDiffusionModels.loadFolder(dir)
+        }
+    }
+
+    @Test func shardedCheckpointsLoadTheSameWeights() throws {
+        let dir = try copyOfFixtureModel()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let unetDir = dir.appendingPathComponent("unet")
+        let single = unetDir.appendingPathComponent("diffusion_pytorch_model.safetensors")
+        let file = try SafetensorsFile(path: single.path)
+        var shards = [SafetensorsWriter(), SafetensorsWriter()]
+        var map: [String: String] = [:]
+        for (i, name) in file.names.enumerated() {
+            shards[i % 2].add(name, try file.tensor(name).copy())
+            map[name] = "diffusion_pytorch_model-0000\(i % 2 + 1)-of-00002.safetensors"
+        }
+        for (i, shard) in shards.enumerated() {
+            try shard.write(to: unetDir.appendingPathComponent("diffusion_pytorch_model-0000\(i + 1)-of-00002.safetensors").path)
+        }
+        try JSONSerialization.data(withJSONObject: ["metadata": [:], "weight_map": map])
+            .write(to: unetDir.appendingPathComponent("diffusion_pytorch_model.safetensors.index.json"))
+        try FileManager.default.removeItem(at: single)
+        let sharded = try UNet2DConditionModel.load(directory: unetDir)
+        let reference = try UNet2DConditionModel.load(directory: Fixtures.model.appendingPathComponent("unet"))
+        for (key, t) in reference.weights.tensors { #expect(sharded.weights[key].array == t.array, "\(key)") }
+
+        // An index naming a shard outside the folder is refused.
+        map[map.keys.first!] = "../elsewhere.safetensors"
+        try JSONSerialization.data(withJSONObject: ["weight_map": map])
+            .write(to: unetDir.appendingPathComponent("diffusion_pytorch_model.safetensors.index.json"))
+        #expect(throws: ModelError.self) { _ = try UNet2DConditionModel.load(directory: unetDir) }
+    }
+
+    @Test func legacyVAEAttentionNamesLoad() throws {
+        let dir = try copyOfFixtureModel()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("vae/diffusion_pytorch_model.safetensors").path
+        let file = try SafetensorsFile(path: path)
+        var writer = SafetensorsWriter()
+        let legacy = ["to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"]
+        for name in file.names {
+            var renamed = name
+            for (new, old) in legacy where name.contains(".attentions.0.\(new).") {
+                renamed = name.replacingOccurrences(of: ".attentions.0.\(new).", with: ".attentions.0.\(old).")
+            }
+            writer.add(renamed, try file.tensor(name).copy())
+        }
+        try writer.write(to: path)
+        let vae = try AutoencoderKL.load(directory: dir.appendingPathComponent("vae"))
+        let reference = try AutoencoderKL.load(directory: Fixtures.model.appendingPathComponent("vae"))
+        for (key, t) in reference.weights.tensors { #expect(vae.weights[key].array == t.array, "\(key)") }
+    }
+}
