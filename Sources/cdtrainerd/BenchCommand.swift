@@ -5,7 +5,7 @@ import Foundation
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Performance benchmarks (run them from a release build).",
-        subcommands: [KernelsCommand.self, UNetCommand.self])
+        subcommands: [KernelsCommand.self, UNetCommand.self, LoadCommand.self])
 }
 
 struct KernelsCommand: ParsableCommand {
