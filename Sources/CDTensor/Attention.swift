@@ -66,20 +66,19 @@ public func attentionForward(q: Tensor, k: Tensor, v: Tensor, heads: Int, causal
                 let lse = logSumExp.pointer + (b * heads + h) * s.queries + r0
                 // Unnormalized E = exp(S − rowmax); the 1/Σ goes onto the [rows, D] output
                 // instead of a third pass over the [rows, Tk] tile.
-                let inverseSums = arena.tensor([rows], zeroed: false).pointer
+                let sums = arena.tensor([rows], zeroed: false).pointer
                 for i in 0..<rows {
                     let row = sc + i * ld
                     maskRow(s, row, r0 + i)
-                    let (mx, sum) = expRow(row, ld)
-                    lse[i] = mx + Foundation.log(sum)
-                    inverseSums[i] = sum == 0 ? 0 : 1 / sum  // NaN stays NaN
+                    (lse[i], sums[i]) = expRow(row, ld)  // lse holds the row max until below
                 }
+                addLogs(lse, sums, rows)  // lse = max + log Σ
                 // O_blk = E · V, then row i scaled by 1/Σ_i   [rows, D]
                 let op = out.pointer + (b * s.queries + r0) * w + h * d
                 BLAS.gemm(m: rows, n: d, k: tk, a: sc, lda: ld, b: vp, ldb: w, c: op, ldc: w)
                 for i in 0..<rows {
-                    let r = op + i * w, inv = inverseSums[i]
-                    for c in 0..<d { r[c] *= inv }
+                    let sum = sums[i]
+                    scaleInPlace(op + i * w, d, by: sum == 0 ? 0 : 1 / sum)  // NaN stays NaN
                 }
             }
         }
@@ -199,6 +198,21 @@ public func attentionBackward(q: Tensor, k: Tensor, v: Tensor, heads: Int, causa
     // A loop, not update(repeating:): most calls fill a few padding floats, where memset's
     // call overhead showed in profiles.
     for j in (s.lastKey(row) + 1)..<s.tileStride { scores[j] = -.infinity }
+}
+
+/// lse[i] += log(sums[i]), eight rows at a time.
+@inline(__always) private func addLogs(_ lse: UnsafeMutablePointer<Float>, _ sums: UnsafePointer<Float>, _ n: Int) {
+    var i = 0
+    while i + 8 <= n { store8(load8(lse + i) + log8(load8(sums + i)), lse + i); i += 8 }
+    while i < n { lse[i] += Foundation.log(sums[i]); i += 1 }
+}
+
+/// x[0..<n] *= s
+@inline(__always) private func scaleInPlace(_ x: UnsafeMutablePointer<Float>, _ n: Int, by s: Float) {
+    let sv = Vec8(repeating: s)
+    var i = 0
+    while i + 8 <= n { store8(load8(x + i) * sv, x + i); i += 8 }
+    while i < n { x[i] *= s; i += 1 }
 }
 
 /// x = exp(x − shift), in place (−∞ → 0).

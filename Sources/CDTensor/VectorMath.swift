@@ -59,6 +59,36 @@ public typealias Vec8 = SIMD8<Float>
     return scaled.replacing(with: 0, where: input .< -87.33654)
 }
 
+/// log(x) for 8 lanes (Cephes logf: x = m·2^e with m in [√½, √2), degree-8 polynomial in m − 1;
+/// about 1 ulp) for normal inputs; subnormals are outside its range. log 0 = −∞, log ∞ = ∞, and a
+/// negative or NaN lane gives NaN.
+@inline(__always) func log8(_ input: Vec8) -> Vec8 {
+    let bits = unsafeBitCast(input, to: SIMD8<UInt32>.self)
+    // The exponent field as a float without an int→float conversion (not vectorized by Swift):
+    // 2²³ + field has the field in its low mantissa bits.
+    var e = unsafeBitCast(((bits &>> 23) & 0xFF) | 0x4B00_0000, to: Vec8.self) - (8_388_608 + 126)
+    var m = unsafeBitCast((bits & 0x807F_FFFF) | 0x3F00_0000, to: Vec8.self)  // in [0.5, 1)
+    let small = m .< 0.707106781186547524
+    e = e.replacing(with: e - 1, where: small)
+    m = (m + m.replacing(with: 0, where: .!small)) - 1
+    let z = m * m
+    var y = Vec8(repeating: -1.1514610310e-1).addingProduct(Vec8(repeating: 7.0376836292e-2), m)
+    y = Vec8(repeating: 1.1676998740e-1).addingProduct(y, m)
+    y = Vec8(repeating: -1.2420140846e-1).addingProduct(y, m)
+    y = Vec8(repeating: 1.4249322787e-1).addingProduct(y, m)
+    y = Vec8(repeating: -1.6668057665e-1).addingProduct(y, m)
+    y = Vec8(repeating: 2.0000714765e-1).addingProduct(y, m)
+    y = Vec8(repeating: -2.4999993993e-1).addingProduct(y, m)
+    y = Vec8(repeating: 3.3333331174e-1).addingProduct(y, m)
+    y = y * m * z
+    y = y.addingProduct(e, Vec8(repeating: -2.12194440e-4))
+    y = y.addingProduct(z, Vec8(repeating: -0.5))
+    var r = (m + y).addingProduct(e, Vec8(repeating: 0.693359375))
+    r = r.replacing(with: -.infinity, where: input .== 0)
+    r = r.replacing(with: .infinity, where: input .== .infinity)
+    return r.replacing(with: .nan, where: .!(input .>= 0))  // negative or NaN
+}
+
 /// Scalar exp with the same polynomial, for tails shorter than 8 lanes (so a row's result does
 /// not depend on its length modulo 8).
 @inline(__always) func exp1(_ x: Float) -> Float {

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import CDTensor
 
@@ -52,5 +53,25 @@ import Testing
         gegluBackwardNaive(x: x, dOut: dy, dx: dxN)
         expectClose(dx, dxN, rtol: 1e-5, atol: 1e-6, "GEGLU backward")
         expectGradient("GEGLU dx", param: x, analytic: dx, eps: 1e-3, loss: { gegluForward(x: x, out: y); return projection(y, dy) })
+    }
+}
+
+@Suite struct VectorMathTests {
+    @Test func exp8AndLog8MatchLibm() {
+        var worstExp: Float = 0, worstLog: Float = 0
+        var rng = SeededRandom(seed: 81)
+        for _ in 0..<2000 {
+            let x = Vec8((0..<8).map { _ in rng.uniform(-87, 88) })
+            let e = exp8(x)
+            for i in 0..<8 { worstExp = max(worstExp, abs(e[i] - Foundation.exp(x[i])) / Foundation.exp(x[i])) }
+            let p = Vec8((0..<8).map { _ in Foundation.exp(rng.uniform(-80, 80)) })
+            let l = log8(p)
+            for i in 0..<8 { worstLog = max(worstLog, abs(l[i] - Foundation.log(p[i])) / max(1, abs(Foundation.log(p[i])))) }
+        }
+        #expect(worstExp < 4e-7, "exp8 relative error \(worstExp)")
+        #expect(worstLog < 4e-7, "log8 error \(worstLog)")
+        let special = log8(Vec8(0, .infinity, -1, .nan, 1, 2, 0.5, 1.2e-38))
+        #expect(special[0] == -.infinity && special[1] == .infinity && special[2].isNaN && special[3].isNaN)
+        #expect(special[4] == 0 && abs(special[5] - 0.6931472) < 1e-7 && abs(special[7] - Foundation.log(Float(1.2e-38))) < 1e-5)
     }
 }
