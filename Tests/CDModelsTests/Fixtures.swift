@@ -11,6 +11,13 @@ enum Fixtures {
             .deletingLastPathComponent().appendingPathComponent("Fixtures/tiny-sd1", isDirectory: true)
     }
 
+    /// Tables that belong to the project, not to a fixture model (the published LDM key maps):
+    /// always the project's copy, whatever `$CD_FIXTURES` says.
+    static var keymaps: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/keymaps", isDirectory: true)
+    }
+
     static var model: URL { directory.appendingPathComponent("model", isDirectory: true) }
     static func caseFile(_ name: String) -> URL { directory.appendingPathComponent("cases/\(name)") }
 }

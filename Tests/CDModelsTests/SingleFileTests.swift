@@ -21,7 +21,7 @@ import Testing
     /// The rule-based LDM names equal the published SD1.5 / SD2.1 / VAE key maps (spec §6).
     @Test(arguments: ["sd15_unet_keymap.tsv", "sd21_unet_keymap.tsv", "vae_keymap.tsv"])
     func keyMapsMatchPublishedTables(_ file: String) throws {
-        let url = Fixtures.directory.deletingLastPathComponent().appendingPathComponent("keymaps/\(file)")
+        let url = Fixtures.keymaps.appendingPathComponent(file)
         let rows = try String(contentsOf: url, encoding: .utf8).split(separator: "\n").dropFirst().map { $0.split(separator: "\t").map(String.init) }
         var expected: [String: String] = [:]
         for r in rows { expected[r[2]] = r[0] }
