@@ -141,13 +141,7 @@ public final class AutoencoderKL: @unchecked Sendable {
             h = mid(decoderMid, h, arena)
             for level in decoderLevels {
                 for r in level.resnets { h = r.forward(h, tembActivated: nil, w, arena) }
-                if let p = level.up {
-                    let big = arena.tensor([b, h.shape[1], h.shape[2] * 2, h.shape[3] * 2], zeroed: false)
-                    upsampleNearest2xForward(x: h, out: big)
-                    let out = arena.tensor(big.shape, zeroed: false)
-                    conv2dForward(x: big, weight: w[p + "conv.weight"], bias: w[p + "conv.bias"], out: out, parameters: .init(stride: 1, padding: 1))
-                    h = out
-                }
+                if let p = level.up { h = upsample2D(h, prefix: p, w, arena) }
             }
             let out = tail("decoder", h, outChannels: c.outChannels, arena)
             return out.copy()

@@ -52,6 +52,15 @@ struct ResnetBlock2D {
     }
 }
 
+/// diffusers `Upsample2D` with a conv (UNet and VAE decoder): nearest 2× then a 3×3 conv, pad 1.
+func upsample2D(_ h: Tensor, prefix p: String, _ w: Weights, _ arena: Arena) -> Tensor {
+    let big = arena.tensor([h.shape[0], h.shape[1], h.shape[2] * 2, h.shape[3] * 2], zeroed: false)
+    upsampleNearest2xForward(x: h, out: big)
+    let out = arena.tensor(big.shape, zeroed: false)
+    conv2dForward(x: big, weight: w[p + "conv.weight"], bias: w[p + "conv.bias"], out: out, parameters: .init(stride: 1, padding: 1))
+    return out
+}
+
 extension GroupNormStats {
     /// Statistics tensors from an arena.
     init(_ arena: Arena, batch: Int, groups: Int) {

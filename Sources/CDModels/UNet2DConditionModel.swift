@@ -115,13 +115,7 @@ public final class UNet2DConditionModel: @unchecked Sendable {
                     h = resnet.forward(joined, tembActivated: tembAct, w, arena)
                     if j < level.attentions.count { h = level.attentions[j].forward(h, context: context, w, arena) }
                 }
-                if let p = level.sampler {
-                    let big = arena.tensor([b, h.shape[1], h.shape[2] * 2, h.shape[3] * 2], zeroed: false)
-                    upsampleNearest2xForward(x: h, out: big)
-                    let out = arena.tensor(big.shape, zeroed: false)
-                    conv2dForward(x: big, weight: w[p + "conv.weight"], bias: w[p + "conv.bias"], out: out, parameters: .init(stride: 1, padding: 1))
-                    h = out
-                }
+                if let p = level.sampler { h = upsample2D(h, prefix: p, w, arena) }
                 observe?("up_blocks.\(i)", h)
             }
             let normed = arena.tensor(h.shape, zeroed: false)

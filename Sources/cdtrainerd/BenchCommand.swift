@@ -8,6 +8,21 @@ struct BenchCommand: ParsableCommand {
         subcommands: [KernelsCommand.self, UNetCommand.self, LoadCommand.self])
 }
 
+/// One JSON object with snake_case keys on stdout.
+func printJSON<T: Encodable>(_ value: T) throws {
+    let encoder = JSONEncoder()
+    encoder.keyEncodingStrategy = .convertToSnakeCase
+    encoder.outputFormatting = [.sortedKeys]
+    print(String(decoding: try encoder.encode(value), as: UTF8.self))
+}
+
+/// Benchmarks from a debug build say nothing about performance.
+func warnIfDebugBuild() {
+    #if DEBUG
+    FileHandle.standardError.write(Data("warning: debug build; figures are meaningless. Use `swift build -c release`.\n".utf8))
+    #endif
+}
+
 struct KernelsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kernels",
@@ -27,18 +42,13 @@ struct KernelsCommand: ParsableCommand {
     }
 
     func run() throws {
-        #if DEBUG
-        FileHandle.standardError.write(Data("warning: debug build; figures are meaningless. Use `swift build -c release`.\n".utf8))
-        #endif
+        warnIfDebugBuild()
         _ = ThreadPool.shared  // also sets OpenBLAS's thread count
         let report = KernelBenchmark(repeats: repeats, only: only).run { line in
             if !json { FileHandle.standardError.write(Data((line + "\n").utf8)) }
         }
         if json {
-            let encoder = JSONEncoder()
-            encoder.keyEncodingStrategy = .convertToSnakeCase
-            encoder.outputFormatting = [.sortedKeys]
-            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            try printJSON(report)
         } else {
             print(report.table)
         }
@@ -68,18 +78,13 @@ struct UNetCommand: ParsableCommand {
     }
 
     func run() throws {
-        #if DEBUG
-        FileHandle.standardError.write(Data("warning: debug build; figures are meaningless. Use `swift build -c release`.\n".utf8))
-        #endif
+        warnIfDebugBuild()
         _ = ThreadPool.shared
         let report = try UNetBenchmark(resolution: res, batch: batch, repeats: repeats).run { line in
             FileHandle.standardError.write(Data((line + "\n").utf8))
         }
         if json {
-            let encoder = JSONEncoder()
-            encoder.keyEncodingStrategy = .convertToSnakeCase
-            encoder.outputFormatting = [.sortedKeys]
-            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            try printJSON(report)
         } else {
             print(String(format: "UNet forward %dx%d, batch %d: %.3f s, %.1f GFLOP (conv %.1f, matmul %.1f, attention %.1f), %.1f GFLOP/s = %.2f x sgemm (%.1f GFLOP/s), peak RSS %.2f GB, %d threads",
                          report.resolution, report.resolution, report.batch, report.seconds, report.gflop,

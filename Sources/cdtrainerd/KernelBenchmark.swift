@@ -51,7 +51,7 @@ struct KernelBenchmark {
 
     func run(progress: (String) -> Void) -> Report {
         let sgemmSize = 3072
-        let sgemm = measureSgemm(size: sgemmSize)
+        let sgemm = measureSgemm(size: sgemmSize, repeats: max(3, repeats))
         progress(String(format: "sgemm %d: %.1f GFLOP/s", sgemmSize, sgemm))
         let bandwidth = measureBandwidth()
         progress(String(format: "memory copy: %.1f GB/s", bandwidth))
@@ -154,14 +154,6 @@ struct KernelBenchmark {
         ]
     }
 
-    private func measureSgemm(size n: Int) -> Double {
-        let a = randomTensor([n, n]), b = randomTensor([n, n]), c = Tensor(zeros: [n, n])
-        let seconds = best(of: 3) {
-            BLAS.gemm(m: n, n: n, k: n, a: a.pointer, lda: n, b: b.pointer, ldb: n, c: c.pointer, ldc: n)
-        }
-        return 2 * Double(n) * Double(n) * Double(n) / seconds / 1e9
-    }
-
     /// Parallel copy of 256 MiB (well beyond any cache); bytes read + written per second.
     private func measureBandwidth() -> Double {
         let count = 64 << 20
@@ -186,12 +178,7 @@ struct KernelBenchmark {
     }
 
     private func randomTensor(_ shape: [Int], scale: Float = 1) -> Tensor {
-        let t = Tensor(zeros: shape)
-        var state: UInt32 = 0x12345678
-        for i in 0..<t.count {
-            state = state &* 1_664_525 &+ 1_013_904_223
-            t.pointer[i] = scale * (Float(state >> 8) / Float(1 << 24) * 2 - 1)
-        }
-        return t
+        var rng = SplitMix64(seed: UInt64(shape.reduce(1, *)))
+        return rng.uniformTensor(shape, -scale, scale)
     }
 }

@@ -77,12 +77,12 @@ struct UNetBenchmark {
     }
 }
 
-/// sgemm GFLOP/s on a 3072² product, best of 3 after a warm-up.
-func measureSgemm(size n: Int = 3072) -> Double {
+/// sgemm GFLOP/s on an n² product, best of `repeats` after a warm-up.
+func measureSgemm(size n: Int = 3072, repeats: Int = 3) -> Double {
     var rng = SplitMix64(seed: 3)
     let a = rng.uniformTensor([n, n]), b = rng.uniformTensor([n, n]), c = Tensor(zeros: [n, n])
     var best = Double.infinity
-    for i in 0..<4 {
+    for i in 0...repeats {
         let start = DispatchTime.now().uptimeNanoseconds
         BLAS.gemm(m: n, n: n, k: n, a: a.pointer, lda: n, b: b.pointer, ldb: n, c: c.pointer, ldc: n)
         let s = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
