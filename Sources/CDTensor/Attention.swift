@@ -5,8 +5,8 @@ import Foundation
 /// The causal mask is PyTorch's `is_causal` (top-left aligned): query i sees keys 0…i.
 ///
 /// Memory: scores are never materialized for a whole head. Each task handles one (batch, head,
-/// block of query rows) and keeps only a [rows, Tk] tile in per-thread scratch (≈512 KiB), so
-/// 8 heads × 4096 × 4096 need a few tiles, not 512 MiB. Forward saves out and the per-row
+/// block of query rows) and keeps only a [rows, Tk] tile in per-thread scratch (at most
+/// `tileFloats`, 4 MiB by default), so 8 heads × 4096 × 4096 need a few tiles, not 512 MiB. Forward saves out and the per-row
 /// log-sum-exp [B, H, Tq]; backward recomputes each probability tile from them (as
 /// FlashAttention does) instead of storing probabilities.
 public struct AttentionShape: Sendable, Equatable {
