@@ -45,7 +45,8 @@ public enum PNGImage {
         let src = images[index]
         var bytes = [UInt8](repeating: 0, count: w * h * 3)
         for y in 0..<h { for x in 0..<w { for c in 0..<3 {
-            let v = min(max(src.pointer[(c * h + y) * w + x], 0), 1)
+            let raw = src.pointer[(c * h + y) * w + x]
+            let v = raw.isNaN ? 0 : min(max(raw, 0), 1)  // a NaN pixel is written black, not a crash
             bytes[(y * w + x) * 3 + c] = UInt8((v * 255).rounded(.toNearestOrEven))
         } } }
         var image = png_image()

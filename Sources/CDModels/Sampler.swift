@@ -20,6 +20,18 @@ public protocol Sampler {
     mutating func step(modelOutput: Tensor, step: Int, sample: Tensor, noise: () -> Tensor) -> Tensor
 }
 
+/// Why `steps` cannot run with this sampler and schedule (a timestep outside the trained range, or
+/// two equal timesteps, as too many steps with `leading` spacing and steps_offset give), or nil.
+public func samplerProblem(_ kind: SamplerKind, config: SchedulerConfig, steps: Int) -> String? {
+    guard steps >= 1 && steps <= config.numTrainTimesteps else { return "steps must be 1…\(config.numTrainTimesteps) (got \(steps))" }
+    let t = makeSampler(kind, config: config, steps: steps).timesteps
+    let spacing = config.timestepSpacing ?? kind.defaultSpacing
+    if t.contains(where: { $0 < 0 || $0 > Float(config.numTrainTimesteps - 1) }) || zip(t, t.dropFirst()).contains(where: { $0 <= $1 }) {
+        return "\(steps) steps do not fit the \(config.numTrainTimesteps) trained timesteps with \(spacing) spacing and this scheduler; use fewer steps"
+    }
+    return nil
+}
+
 /// Builds the sampler `kind` for `steps` steps from a scheduler config (its `timestep_spacing`,
 /// or the class default diffusers would use with `from_config`).
 public func makeSampler(_ kind: SamplerKind, config: SchedulerConfig, steps: Int, eta: Float = 0) -> Sampler {
@@ -39,11 +51,16 @@ public func makeSampler(_ kind: SamplerKind, config: SchedulerConfig, steps: Int
 func spacedTimesteps(_ spacing: String, steps n: Int, points: Int, train t: Int, offset: Int, round: Bool) -> [Double] {
     switch spacing {
     case "trailing":
+        // np.arange(T, 0, −T/N) fills start + i·((start + step) − start); then round, − 1. For a
+        // few N numpy yields N + 1 values (the last −1), which diffusers would use; we keep N.
         let ratio = Double(t) / Double(n)
-        return (0..<n).map { (Double(t) - Double($0) * ratio).rounded(.toNearestOrEven) - 1 }
+        let delta = (Double(t) - ratio) - Double(t)
+        return (0..<n).map { (Double(t) + Double($0) * delta).rounded(.toNearestOrEven) - 1 }
     case "linspace":
+        // np.linspace(0, T − 1, points): i · ((T − 1)/(points − 1)), the last exactly T − 1.
+        let step = points > 1 ? Double(t - 1) / Double(points - 1) : 0
         let values = (0..<points).map { i -> Double in
-            let v = points == 1 ? 0 : Double(t - 1) * Double(i) / Double(points - 1)
+            let v = i == points - 1 ? Double(t - 1) : Double(i) * step
             return round ? v.rounded(.toNearestOrEven) : v
         }
         return Array(values.reversed().prefix(n))
@@ -53,9 +70,11 @@ func spacedTimesteps(_ spacing: String, steps n: Int, points: Int, train t: Int,
     }
 }
 
-/// np.interp(x, 0..<count, values): σ at fractional timesteps.
+/// np.interp(x, 0..<count, values): σ at fractional timesteps, clamped to the ends like numpy.
 func interpolate(_ values: [Float], at x: Double) -> Double {
-    let i = max(0, min(values.count - 2, Int(x.rounded(.down))))
+    if x <= 0 { return Double(values[0]) }
+    if x >= Double(values.count - 1) { return Double(values[values.count - 1]) }
+    let i = Int(x.rounded(.down))
     let f = x - Double(i)
     return Double(values[i]) * (1 - f) + Double(values[i + 1]) * f
 }

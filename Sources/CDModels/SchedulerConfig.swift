@@ -16,20 +16,32 @@ public struct SchedulerConfig: Codable, Sendable, Equatable {
     public var thresholding: Bool?
     public var rescaleBetasZeroSnr: Bool?
     public var useKarrasSigmas: Bool?
+    public var trainedBetas: [Double]?
+    public var algorithmType: String?
+    public var solverOrder: Int?
+    public var finalSigmasType: String?
+    public var useExponentialSigmas: Bool?
+    public var useBetaSigmas: Bool?
+    public var timestepType: String?
+    public var interpolationType: String?
 
     enum CodingKeys: String, CodingKey {
         case className = "_class_name", numTrainTimesteps = "num_train_timesteps", betaStart = "beta_start"
         case betaEnd = "beta_end", betaSchedule = "beta_schedule", predictionType = "prediction_type"
         case stepsOffset = "steps_offset", timestepSpacing = "timestep_spacing", setAlphaToOne = "set_alpha_to_one"
         case clipSample = "clip_sample", thresholding, rescaleBetasZeroSnr = "rescale_betas_zero_snr"
-        case useKarrasSigmas = "use_karras_sigmas"
+        case useKarrasSigmas = "use_karras_sigmas", trainedBetas = "trained_betas", algorithmType = "algorithm_type"
+        case solverOrder = "solver_order", finalSigmasType = "final_sigmas_type", useExponentialSigmas = "use_exponential_sigmas"
+        case useBetaSigmas = "use_beta_sigmas", timestepType = "timestep_type", interpolationType = "interpolation_type"
     }
 
     /// SD 1.x/2.x training schedule (diffusers' single-file defaults).
     public static let sd = SchedulerConfig(
         className: "DDIMScheduler", numTrainTimesteps: 1000, betaStart: 0.00085, betaEnd: 0.012, betaSchedule: "scaled_linear",
         predictionType: "epsilon", stepsOffset: 1, timestepSpacing: "leading", setAlphaToOne: false, clipSample: false,
-        thresholding: false, rescaleBetasZeroSnr: false, useKarrasSigmas: false)
+        thresholding: false, rescaleBetasZeroSnr: false, useKarrasSigmas: false, trainedBetas: nil, algorithmType: nil,
+        solverOrder: nil, finalSigmasType: nil, useExponentialSigmas: nil, useBetaSigmas: nil, timestepType: nil,
+        interpolationType: nil)
 
     public enum Prediction: String, Sendable { case epsilon, vPrediction = "v_prediction" }
 
@@ -49,5 +61,13 @@ public struct SchedulerConfig: Codable, Sendable, Equatable {
         if thresholding == true { throw unsupported("thresholding", "true", "false") }
         if rescaleBetasZeroSnr == true { throw unsupported("rescale_betas_zero_snr", "true", "false") }
         if useKarrasSigmas == true { throw unsupported("use_karras_sigmas", "true", "false") }
+        if useExponentialSigmas == true { throw unsupported("use_exponential_sigmas", "true", "false") }
+        if useBetaSigmas == true { throw unsupported("use_beta_sigmas", "true", "false") }
+        if trainedBetas != nil { throw unsupported("trained_betas", "a list", "null") }
+        if let a = algorithmType, a != "dpmsolver++" { throw unsupported("algorithm_type", a, "dpmsolver++") }
+        if let o = solverOrder, o != 2 { throw unsupported("solver_order", "\(o)", "2") }
+        if let f = finalSigmasType, f != "zero" { throw unsupported("final_sigmas_type", f, "zero") }
+        if let t = timestepType, t != "discrete" { throw unsupported("timestep_type", t, "discrete") }
+        if let i = interpolationType, i != "linear" { throw unsupported("interpolation_type", i, "linear") }
     }
 }

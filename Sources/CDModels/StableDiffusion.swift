@@ -39,6 +39,10 @@ public struct StableDiffusionModels: @unchecked Sendable {
         let ext = (path as NSString).pathExtension.lowercased()
         if ["ckpt", "pt", "pth", "bin"].contains(ext) { throw ModelError.pickleCheckpoint(file: path) }
         let file = try SafetensorsFile(path: path)
+        if file.names.contains(where: { $0.hasPrefix("cond_stage_model.model.") }) {
+            throw ModelError.unsupportedConfig(file: path, field: "cond_stage_model.model.* (OpenCLIP text encoder, SD 2.x)", value: "single-file layout",
+                                               supported: "SD 1.x single files; for SD 2.x use a diffusers folder")
+        }
         let unetConfig = try configs.map { try readConfig(UNet2DConditionConfig.self, from: $0.appendingPathComponent("unet/config.json")) } ?? .sd15
         let vaeConfig = try configs.map { try readConfig(AutoencoderKLConfig.self, from: $0.appendingPathComponent("vae/config.json")) } ?? .sd
         let textConfig = try configs.map { try readConfig(CLIPTextConfig.self, from: $0.appendingPathComponent("text_encoder/config.json")) } ?? .sd15

@@ -7,6 +7,8 @@ import Foundation
 public final class StableDiffusionPipeline: @unchecked Sendable {
     public let models: StableDiffusionModels
     public var tokenizer: CLIPTokenizer
+    /// Embeddings of added tokens (`<new1>` …), used in place of the text encoder's table rows.
+    public var tokenEmbeddings: EmbeddingOverride?
 
     public init(models: StableDiffusionModels, tokenizer: CLIPTokenizer) {
         self.models = models
@@ -44,16 +46,23 @@ public final class StableDiffusionPipeline: @unchecked Sendable {
         if r.width <= 0 || r.height <= 0 || r.width % multiple != 0 || r.height % multiple != 0 {
             return "width and height must be positive multiples of \(multiple) (got \(r.width)x\(r.height))"
         }
-        if r.steps < 1 || r.steps > models.scheduler.numTrainTimesteps { return "steps must be 1…\(models.scheduler.numTrainTimesteps) (got \(r.steps))" }
+        if let problem = samplerProblem(r.sampler, config: models.scheduler, steps: r.steps) { return problem }
         if r.count < 1 { return "count must be at least 1" }
-        if !(r.guidance >= 0) { return "guidance must be ≥ 0" }
-        if !(r.eta >= 0) { return "eta must be ≥ 0" }
+        if !(r.guidance >= 0 && r.guidance.isFinite) { return "guidance must be a finite number ≥ 0" }
+        if !(r.eta >= 0 && r.eta.isFinite) { return "eta must be a finite number ≥ 0" }
+        let rows = models.textEncoder.config.vocabSize
+        for text in [r.prompt, r.negativePrompt] {
+            for id in tokenizer.encode(text) where id >= rows && tokenEmbeddings?.rowIds.contains(id) != true {
+                return "the prompt uses \(tokenizer.token(for: id) ?? "token \(id)"), which has no trained embedding loaded"
+            }
+        }
         return nil
     }
 
     /// `last_hidden_state` of the padded prompts, [B, 77, D].
     public func encode(_ prompts: [String]) -> Tensor {
-        models.textEncoder.forward(ids: prompts.map { tokenizer.encodePadded($0, length: tokenizer.modelMaxLength) })
+        models.textEncoder.forward(ids: prompts.map { tokenizer.encodePadded($0, length: tokenizer.modelMaxLength) },
+                                   embeddingOverride: tokenEmbeddings)
     }
 
     /// Images [count, 3, H, W] in [0, 1]. `progress(step, steps)` is called after each step.

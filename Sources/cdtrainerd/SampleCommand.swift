@@ -28,6 +28,9 @@ struct SampleCommand: ParsableCommand {
     @Option(help: "Classifier-free guidance scale (1 or less: no guidance).")
     var guidance: Float = 7.5
 
+    @Option(help: "DDIM's η (0: deterministic).")
+    var eta: Float = 0
+
     @Option(help: "Seed of the initial latents (cdtrainer's generator; seeds do not reproduce diffusers images).")
     var seed: UInt64 = 0
 
@@ -44,12 +47,23 @@ struct SampleCommand: ParsableCommand {
         guard let kind = SamplerKind(rawValue: scheduler) else {
             throw ValidationError("--scheduler must be one of \(SamplerKind.allCases.map(\.rawValue).joined(separator: ", ")) (got \(scheduler))")
         }
+        // Refuse an unwritable destination before minutes of sampling, not after.
+        let folder = (out as NSString).deletingLastPathComponent
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: folder.isEmpty ? "." : folder, isDirectory: &isDirectory), isDirectory.boolValue,
+              FileManager.default.isWritableFile(atPath: folder.isEmpty ? "." : folder) else {
+            throw ValidationError("--out: the folder '\(folder.isEmpty ? "." : folder)' does not exist or is not writable")
+        }
+        if FileManager.default.fileExists(atPath: out, isDirectory: &isDirectory), isDirectory.boolValue {
+            throw ValidationError("--out: '\(out)' is a folder; give a file name such as \(out)/image.png")
+        }
         let pipeline = try StableDiffusionPipeline.load(model, configs: configs)
         var request = StableDiffusionPipeline.Request(prompt: prompt)
         request.negativePrompt = negative
         request.sampler = kind
         request.steps = steps
         request.guidance = guidance
+        request.eta = eta
         request.seed = seed
         request.width = width
         request.height = height

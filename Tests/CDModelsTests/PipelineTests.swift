@@ -27,6 +27,16 @@ import Testing
         #expect(pipeline.validate(request)?.contains("multiples of") == true)
         request.width = 64; request.steps = 0
         #expect(pipeline.validate(request)?.contains("steps") == true)
+        request.steps = 1000; request.sampler = .ddim  // leading + steps_offset 1 would need timestep 1000
+        #expect(pipeline.validate(request)?.contains("use fewer steps") == true)
+        request.steps = 2; request.guidance = .infinity
+        #expect(pipeline.validate(request)?.contains("guidance") == true)
+        request.guidance = 7.5; request.prompt = "a <new1> dog"
+        _ = try pipeline.tokenizer.addToken("<new1>")
+        #expect(pipeline.validate(request)?.contains("<new1>") == true)
+        pipeline.tokenEmbeddings = EmbeddingOverride(rowIds: [pipeline.tokenizer.id(of: "<new1>")!],
+                                                     rows: Tensor(zeros: [1, pipeline.models.textEncoder.config.hiddenSize]))
+        #expect(pipeline.validate(request) == nil)
     }
 
     @Test func pngRoundTripAndFixtureImage() throws {

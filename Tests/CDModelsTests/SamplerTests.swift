@@ -87,6 +87,10 @@ import Testing
         #expect(timesteps(.ddim, 50, spacing: "trailing").prefix(3) == [999, 979, 959])
         let dpm = timesteps(.dpmSolverPP2M, 20, spacing: "linspace")
         #expect(dpm.count == 20 && dpm.prefix(2) == [999, 949] && dpm.suffix(2) == [100, 50])
+        // numpy's own arithmetic decides .5 cases: linspace is i·((T−1)/(N)), arange start + i·delta.
+        #expect(timesteps(.dpmSolverPP2M, 30, spacing: "linspace").contains(499) && !timesteps(.dpmSolverPP2M, 30, spacing: "linspace").contains(500))
+        let trailing48 = timesteps(.ddim, 48, spacing: "trailing")
+        #expect([936, 686, 436, 186].allSatisfy(trailing48.contains) && !trailing48.contains(937))
         let dpmLeading = timesteps(.dpmSolverPP2M, 20, spacing: "leading")
         #expect(dpmLeading.prefix(2) == [941, 894] && dpmLeading.suffix(2) == [95, 48])
     }

@@ -47,6 +47,18 @@ import Testing
         try Data([0x80, 0x02]).write(to: ckpt)
         #expect(throws: ModelError.pickleCheckpoint(file: ckpt.path)) { _ = try StableDiffusionModels.load(ckpt.path) }
 
+        // SD 2.x single files (OpenCLIP text encoder) are named as such, not as missing keys.
+        let source = try SafetensorsFile(path: Fixtures.directory.appendingPathComponent("model-ldm.safetensors").path)
+        var sd2 = SafetensorsWriter()
+        for name in source.names {
+            sd2.add(name.replacingOccurrences(of: "cond_stage_model.transformer.", with: "cond_stage_model.model."), try source.tensor(name))
+        }
+        let sd2Path = tmp.appendingPathComponent("sd2.safetensors").path
+        try sd2.write(to: sd2Path)
+        #expect { _ = try StableDiffusionModels.load(sd2Path, configs: Fixtures.model.path) } throws: { error in
+            "\(error)".contains("OpenCLIP") && "\(error)".contains("diffusers folder")
+        }
+
         // Truncated: the header survives, the data does not.
         let original = try Data(contentsOf: Fixtures.directory.appendingPathComponent("model-ldm.safetensors"))
         let cut = tmp.appendingPathComponent("cut.safetensors")
