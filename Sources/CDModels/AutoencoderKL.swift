@@ -87,6 +87,7 @@ public final class AutoencoderKL: @unchecked Sendable {
     }
 
     /// The latent distribution of images [B, in, H, W] in [−1, 1] (H, W multiples of 2^(levels−1)).
+    /// `observe` sees "encoder_out" and "moments", valid only during the call (scratch memory).
     public func encode(_ image: Tensor, observe: ((String, Tensor) -> Void)? = nil) -> LatentDistribution {
         let c = config, w = weights, b = image.shape[0]
         precondition(image.rank == 4 && image.shape[1] == c.inChannels, "VAE input must be [B, \(c.inChannels), H, W]")

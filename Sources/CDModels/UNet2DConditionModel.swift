@@ -58,7 +58,8 @@ public final class UNet2DConditionModel: @unchecked Sendable {
 
     /// The noise (or v) prediction for sample [B, in, H, W] at `timesteps` (one per sample) given
     /// context [B, S, cross_attention_dim]. `observe` receives named intermediates ("time_proj",
-    /// "time_embedding", "conv_in", "down_blocks.i", "mid_block", "up_blocks.i").
+    /// "time_embedding", "conv_in", "down_blocks.i", "mid_block", "up_blocks.i"), valid only
+    /// during the call (they live in scratch memory): copy what you keep.
     public func forward(sample: Tensor, timesteps: [Float], context: Tensor,
                         observe: ((String, Tensor) -> Void)? = nil) -> Tensor {
         let c = config, w = weights, b = sample.shape[0]
