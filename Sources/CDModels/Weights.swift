@@ -21,6 +21,15 @@ public struct Weights: @unchecked Sendable {
         return t
     }
 
+    /// The same weights with `keys` copied into owned, writable memory. Loaded F32 tensors are views
+    /// of a read-only file mapping (writing them faults); parameters that will be trained or edited
+    /// are copied first, e.g. `UNet2DConditionModel(config:weights: w.withOwnedCopies(of: kvKeys))`.
+    public func withOwnedCopies(of keys: [String]) -> Weights {
+        var copy = tensors
+        for key in keys { copy[key] = self[key].copy() }
+        return Weights(tensors: copy)
+    }
+
     /// Loads exactly the parameters in `specs` from `files`. `rename` maps a file's key to a
     /// diffusers key (nil: the file's key is not a parameter of this model and is reported as
     /// unexpected unless `ignore` accepts it). Every problem is collected into one error.

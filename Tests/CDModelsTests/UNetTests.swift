@@ -31,6 +31,18 @@ import Testing
         for s in specs { #expect(try file.entry(s.key).shape == s.shape, "\(s.key)") }
     }
 
+    @Test func ownedCopiesCanBeTrainedWithoutTouchingTheFile() throws {
+        let unet = try UNet2DConditionModel.load(directory: Fixtures.model.appendingPathComponent("unet"))
+        let kv = unet.weights.tensors.keys.filter { $0.hasSuffix("attn2.to_k.weight") || $0.hasSuffix("attn2.to_v.weight") }.sorted()
+        #expect(!kv.isEmpty)
+        let trainable = unet.weights.withOwnedCopies(of: kv)
+        let before = unet.weights[kv[0]].pointer[0]
+        trainable[kv[0]].pointer[0] += 1  // would fault on the read-only mapping
+        #expect(trainable[kv[0]].pointer[0] == before + 1 && unet.weights[kv[0]].pointer[0] == before)
+        let edited = try UNet2DConditionModel(config: unet.config, weights: trainable)
+        #expect(edited.weights[kv[0]].pointer[0] == before + 1)
+    }
+
     @Test func unsupportedConfigsAreRejectedByField() throws {
         var c = UNet2DConditionConfig.sd15
         c.downBlockTypes[0] = "SimpleCrossAttnDownBlock2D"
