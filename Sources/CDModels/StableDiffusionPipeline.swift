@@ -20,7 +20,7 @@ public final class StableDiffusionPipeline: @unchecked Sendable {
     public static func load(_ path: String, configs: String? = nil) throws -> StableDiffusionPipeline {
         let models = try StableDiffusionModels.load(path, configs: configs)
         var isDirectory: ObjCBool = false
-        FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
+        _ = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
         let tokenizerFolder = isDirectory.boolValue ? path : configs
         let tokenizer = try tokenizerFolder.map { try CLIPTokenizer(directory: URL(fileURLWithPath: $0).appendingPathComponent("tokenizer")) }
             ?? CLIPTokenizer.standard()

@@ -35,11 +35,13 @@ public typealias Vec8 = SIMD8<Float>
 @inline(__always) private func vmax4(_ a: SIMD4<Float>, _ b: SIMD4<Float>) -> SIMD4<Float> { a.replacing(with: b, where: a .< b) }
 @inline(__always) private func vmax2(_ a: SIMD2<Float>, _ b: SIMD2<Float>) -> SIMD2<Float> { a.replacing(with: b, where: a .< b) }
 
+/// `@_transparent` (not `@inline(__always)`, which the optimizer ignored here): an out-of-line
+/// call passes SIMD8 in two halves and cost about half of the softmax and SiLU loops.
 /// exp(x) for 8 lanes (Cephes expf: range reduction by ln 2, degree-6 polynomial; about 1 ulp
 /// on [-87, 88]). Inputs below -87.3 give 0 and above 88.37 give ~2.4e38, so results stay finite.
 /// n = round(x·log2 e) comes from adding 1.5·2²³ (the sum's low mantissa bits are n), because
 /// `rounded(.down)` and Float→Int32 conversion on SIMD8 are not vectorized by the compiler.
-@inline(__always) func exp8(_ input: Vec8) -> Vec8 {
+@_transparent func exp8(_ input: Vec8) -> Vec8 {
     let x0 = vmin(vmax(input, Vec8(repeating: -87.33654)), Vec8(repeating: 88.37626))
     // addingProduct is a fused multiply-add (vfmadd with -target-cpu haswell); plain a * b + c
     // is not contracted by Swift.
@@ -96,7 +98,7 @@ public typealias Vec8 = SIMD8<Float>
 }
 
 /// Numerically safe logistic function for 8 lanes.
-@inline(__always) func sigmoid8(_ x: Vec8) -> Vec8 {
+@_transparent func sigmoid8(_ x: Vec8) -> Vec8 {
     1 / (1 + exp8(-x))
 }
 
