@@ -38,19 +38,12 @@ public struct AutoencoderKLConfig: Codable, Sendable, Equatable {
         useQuantConv: true, usePostQuantConv: true, midBlockAddAttention: true)
 
     public func validate(file: String) throws {
-        func unsupported(_ field: String, _ value: String, _ supported: String) -> ModelError {
-            .unsupportedConfig(file: file, field: field, value: value, supported: supported)
-        }
-        guard levels > 0, downBlockTypes.count == levels, upBlockTypes.count == levels else {
-            throw unsupported("down_block_types / up_block_types / block_out_channels",
-                              "\(downBlockTypes.count) / \(upBlockTypes.count) / \(levels) entries", "one entry per level each")
-        }
+        let check = ConfigValidator(file: file), unsupported = check.unsupported
+        try check.checkLevels(down: downBlockTypes, up: upBlockTypes, channels: blockOutChannels)
         for t in downBlockTypes where t != "DownEncoderBlock2D" { throw unsupported("down_block_types", t, "DownEncoderBlock2D") }
         for t in upBlockTypes where t != "UpDecoderBlock2D" { throw unsupported("up_block_types", t, "UpDecoderBlock2D") }
         if let a = actFn, a != "silu" { throw unsupported("act_fn", a, "silu") }
-        for c in blockOutChannels where normNumGroups <= 0 || c % normNumGroups != 0 {
-            throw unsupported("norm_num_groups", "\(normNumGroups) for \(c) channels", "a group count dividing every block's channels")
-        }
+        try check.checkGroups(normNumGroups, channels: blockOutChannels)
         guard layersPerBlock >= 1, latentChannels > 0, inChannels > 0, outChannels > 0 else {
             throw unsupported("layers_per_block / channels", "non-positive", "positive values")
         }

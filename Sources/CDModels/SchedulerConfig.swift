@@ -48,9 +48,7 @@ public struct SchedulerConfig: Codable, Sendable, Equatable {
     public var prediction: Prediction { Prediction(rawValue: predictionType ?? "epsilon") ?? .epsilon }
 
     public func validate(file: String) throws {
-        func unsupported(_ field: String, _ value: String, _ supported: String) -> ModelError {
-            .unsupportedConfig(file: file, field: field, value: value, supported: supported)
-        }
+        let unsupported = ConfigValidator(file: file).unsupported
         guard ["scaled_linear", "linear"].contains(betaSchedule) else { throw unsupported("beta_schedule", betaSchedule, "scaled_linear, linear") }
         if let p = predictionType, Prediction(rawValue: p) == nil { throw unsupported("prediction_type", p, "epsilon, v_prediction") }
         if let s = timestepSpacing, !["leading", "trailing", "linspace"].contains(s) {

@@ -102,13 +102,8 @@ public struct UNet2DConditionConfig: Codable, Sendable, Equatable {
 
     /// Rejects every setting the SD1/SD2 block implementation here does not compute.
     public func validate(file: String) throws {
-        func unsupported(_ field: String, _ value: String, _ supported: String) -> ModelError {
-            .unsupportedConfig(file: file, field: field, value: value, supported: supported)
-        }
-        guard levels > 0, downBlockTypes.count == levels, upBlockTypes.count == levels else {
-            throw unsupported("down_block_types / up_block_types / block_out_channels",
-                              "\(downBlockTypes.count) / \(upBlockTypes.count) / \(levels) entries", "one entry per level each")
-        }
+        let check = ConfigValidator(file: file), unsupported = check.unsupported
+        try check.checkLevels(down: downBlockTypes, up: upBlockTypes, channels: blockOutChannels)
         for t in downBlockTypes where !["CrossAttnDownBlock2D", "DownBlock2D"].contains(t) {
             throw unsupported("down_block_types", t, "CrossAttnDownBlock2D, DownBlock2D")
         }
@@ -125,9 +120,7 @@ public struct UNet2DConditionConfig: Codable, Sendable, Equatable {
         for (c, h) in zip(blockOutChannels, headsPerLevel) where h <= 0 || c % h != 0 {
             throw unsupported("attention heads", "\(h) heads for \(c) channels", "a head count dividing the channels")
         }
-        for c in blockOutChannels + [blockOutChannels[0]] where normNumGroups <= 0 || c % normNumGroups != 0 {
-            throw unsupported("norm_num_groups", "\(normNumGroups) for \(c) channels", "a group count dividing every block's channels")
-        }
+        try check.checkGroups(normNumGroups, channels: blockOutChannels)
         guard layersPerBlock >= 1, inChannels > 0, outChannels > 0, crossAttentionDim > 0 else {
             throw unsupported("layers_per_block / channels", "non-positive", "positive values")
         }
