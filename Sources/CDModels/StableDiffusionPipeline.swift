@@ -40,9 +40,12 @@ public final class StableDiffusionPipeline: @unchecked Sendable {
         public init(prompt: String) { self.prompt = prompt }
     }
 
+    /// Image pixels per latent pixel: 2^(VAE levels − 1), 8 for SD.
+    public var vaeScaleFactor: Int { 1 << (models.vae.config.levels - 1) }
+
     /// Why a request cannot run, naming the field.
     public func validate(_ r: Request) -> String? {
-        let multiple = 8 << (models.unet.config.levels - 1)
+        let multiple = vaeScaleFactor << (models.unet.config.levels - 1)
         if r.width <= 0 || r.height <= 0 || r.width % multiple != 0 || r.height % multiple != 0 {
             return "width and height must be positive multiples of \(multiple) (got \(r.width)x\(r.height))"
         }
@@ -72,7 +75,7 @@ public final class StableDiffusionPipeline: @unchecked Sendable {
         let prompts = (guided ? Array(repeating: r.negativePrompt, count: r.count) : []) + Array(repeating: r.prompt, count: r.count)
         let embeddings = encode(prompts)
         var rng = SplitMix64(seed: r.seed)
-        let latents = rng.normalTensor([r.count, models.unet.config.inChannels, r.height / 8, r.width / 8])
+        let latents = rng.normalTensor([r.count, models.unet.config.inChannels, r.height / vaeScaleFactor, r.width / vaeScaleFactor])
         var sampler = makeSampler(r.sampler, config: models.scheduler, steps: r.steps, eta: r.eta)
         let steps = sampler.timesteps.count
         let final = denoise(unet: models.unet, sampler: &sampler, initialLatents: latents, embeddings: embeddings,

@@ -15,17 +15,18 @@ import Testing
     @Test func generatesImagesInRangeAndRejectsBadRequests() throws {
         let pipeline = try StableDiffusionPipeline.load(Fixtures.model.path)
         var request = StableDiffusionPipeline.Request(prompt: "a fox")
+        let unit = pipeline.vaeScaleFactor << (pipeline.models.unet.config.levels - 1)
         request.steps = 2
-        request.width = 64; request.height = 128; request.count = 2
+        request.width = unit; request.height = 2 * unit; request.count = 2
         request.sampler = .dpmSolverPP2M
         #expect(pipeline.validate(request) == nil)
         let images = pipeline.generate(request)
-        #expect(images.shape == [2, 3, 128, 64])
+        #expect(images.shape == [2, 3, 2 * unit, unit])
         #expect(images.array.allSatisfy { $0 >= 0 && $0 <= 1 })
         #expect(images[0].array != images[1].array, "two samples of one request should differ")
-        request.width = 60
+        request.width = unit + 4
         #expect(pipeline.validate(request)?.contains("multiples of") == true)
-        request.width = 64; request.steps = 0
+        request.width = unit; request.steps = 0
         #expect(pipeline.validate(request)?.contains("steps") == true)
         request.steps = 1000; request.sampler = .ddim  // leading + steps_offset 1 would need timestep 1000
         #expect(pipeline.validate(request)?.contains("use fewer steps") == true)
