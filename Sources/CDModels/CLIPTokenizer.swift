@@ -74,8 +74,19 @@ public struct CLIPTokenizer: Sendable {
         let configURL = directory.appendingPathComponent("tokenizer_config.json")
         let mapURL = directory.appendingPathComponent("special_tokens_map.json")
 
-        let vocab = try Self.readVocabulary(vocabURL)
-        let merges = try Self.readMerges(mergesURL)
+        // transformers 5 may save only `tokenizer.json` (the tokenizers format): read the BPE
+        // vocabulary, merges and added tokens from there when vocab.json is absent.
+        let fastURL = directory.appendingPathComponent("tokenizer.json")
+        let fm = FileManager.default
+        let fromFast = !fm.fileExists(atPath: vocabURL.path) && fm.fileExists(atPath: fastURL.path)
+        let vocab: [String: Int], merges: (pairs: [(String, String)], lines: [Int])
+        var fastAdded: [(id: Int, entry: [String: Any])] = []
+        if fromFast {
+            (vocab, merges, fastAdded) = try Self.readFastTokenizer(fastURL)
+        } else {
+            vocab = try Self.readVocabulary(vocabURL)
+            merges = try Self.readMerges(mergesURL)
+        }
 
         var special = SpecialTokens()
         var maxLength = Self.defaultMaxLength
@@ -110,9 +121,11 @@ public struct CLIPTokenizer: Sendable {
             sourceFile = mapURL.path
         }
 
+        for added in fastAdded where !configAdded.contains(where: { $0.id == added.id }) { configAdded.append(added) }
+
         try self.init(
-            vocab: vocab, vocabFile: vocabURL.path, mergeList: merges.pairs, mergeLines: merges.lines, mergesFile: mergesURL.path,
-            special: special, modelMaxLength: maxLength, configFile: sourceFile)
+            vocab: vocab, vocabFile: fromFast ? fastURL.path : vocabURL.path, mergeList: merges.pairs, mergeLines: merges.lines,
+            mergesFile: fromFast ? fastURL.path : mergesURL.path, special: special, modelMaxLength: maxLength, configFile: sourceFile)
 
         // Re-add a saved tokenizer's added tokens (ids beyond vocab.json), in id order.
         for (id, entry) in configAdded.sorted(by: { $0.id < $1.id }) where id >= baseVocabularySize {
@@ -417,6 +430,38 @@ public struct CLIPTokenizer: Sendable {
             throw CLIPTokenizerError.malformedConfig(file: url.path, reason: "not a JSON object")
         }
         return dict
+    }
+
+    /// The BPE model of a tokenizers-format `tokenizer.json`: `model.vocab`, `model.merges` (as
+    /// `["a", "b"]` pairs or `"a b"` strings; the position is reported as the line) and
+    /// `added_tokens`.
+    static func readFastTokenizer(_ url: URL) throws -> ([String: Int], ([(String, String)], [Int]), [(id: Int, entry: [String: Any])]) {
+        let object = try readJSONObject(url)
+        guard let model = object["model"] as? [String: Any], (model["type"] as? String) == "BPE",
+              let rawVocab = model["vocab"] as? [String: Any], let rawMerges = model["merges"] as? [Any] else {
+            throw CLIPTokenizerError.malformedVocabulary(file: url.path, reason: "expected a BPE \"model\" with \"vocab\" and \"merges\"")
+        }
+        var vocab: [String: Int] = [:]
+        for (token, value) in rawVocab {
+            guard let id = value as? Int, id >= 0 else {
+                throw CLIPTokenizerError.malformedVocabulary(file: url.path, reason: "\(String(reflecting: token)) has no valid id")
+            }
+            vocab[token] = id
+        }
+        var pairs: [(String, String)] = [], lines: [Int] = []
+        for (i, raw) in rawMerges.enumerated() {
+            let parts = (raw as? [String]) ?? (raw as? String).map { $0.split(separator: " ", omittingEmptySubsequences: false).map(String.init) } ?? []
+            guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
+                throw CLIPTokenizerError.malformedMerge(file: url.path, line: i + 1, text: "\(raw)")
+            }
+            pairs.append((parts[0], parts[1]))
+            lines.append(i + 1)
+        }
+        var added: [(id: Int, entry: [String: Any])] = []
+        for case let entry as [String: Any] in (object["added_tokens"] as? [Any]) ?? [] {
+            if let id = entry["id"] as? Int, vocab[entry["content"] as? String ?? ""] != id { added.append((id, entry)) }
+        }
+        return (vocab, (pairs, lines), added)
     }
 
     static func readVocabulary(_ url: URL) throws -> [String: Int] {

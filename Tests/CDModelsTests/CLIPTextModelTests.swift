@@ -21,8 +21,11 @@ import Testing
     @Test func keysWithoutTextModelPrefixLoadTheSameWeights() throws {
         let dir = Fixtures.model.appendingPathComponent("text_encoder")
         let original = try SafetensorsFile(path: dir.appendingPathComponent("model.safetensors").path)
+        // The other spelling of every key: transformers writes either `text_model.x` or `x`.
         var writer = SafetensorsWriter()
-        for name in original.names { writer.add(String(name.dropFirst("text_model.".count)), try original.tensor(name)) }
+        for name in original.names {
+            writer.add(name.hasPrefix("text_model.") ? String(name.dropFirst("text_model.".count)) : "text_model." + name, try original.tensor(name))
+        }
         let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("cd-te-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: tmp) }
@@ -47,9 +50,10 @@ import Testing
         let half = try CLIPTextModel.load(directory: tmp)
         let reread = try SafetensorsFile(path: tmp.appendingPathComponent("model.safetensors").path)
         for name in original.names {
-            #expect(half.weights[name].array == (try reread.tensor(name)).array, "\(name)")
+            let key = name.hasPrefix("text_model.") ? name : "text_model." + name
+            #expect(half.weights[key].array == (try reread.tensor(name)).array, "\(name)")
             let exact = try original.tensor(name).array
-            let widened = half.weights[name].array
+            let widened = half.weights[key].array
             #expect(zip(exact, widened).allSatisfy { abs($0 - $1) <= abs($0) * (type == .f16 ? 1e-3 : 8e-3) + 1e-4 }, "\(name) too far from fp32")
         }
     }

@@ -422,13 +422,30 @@ struct TokenizerVector: Sendable, CustomTestStringConvertible {
 @Suite struct StandardCLIPVocabularyTests {
     @Test func shippedVocabularyEqualsTheFixtureTokenizer() throws {
         let standard = try CLIPTokenizer.standard()
-        let data = try Data(contentsOf: Fixtures.model.appendingPathComponent("tokenizer/vocab.json"))
-        let vocab = try JSONDecoder().decode([String: Int].self, from: data)
-        #expect(standard.vocabularySize == vocab.count)
-        var mismatches = 0
-        for (token, id) in vocab where standard.id(of: token) != id { mismatches += 1 }
-        #expect(mismatches == 0, "\(mismatches) vocabulary entries differ")
         let fixture = try CLIPTokenizer(directory: Fixtures.model.appendingPathComponent("tokenizer"))
+        #expect(standard.vocabularySize == fixture.vocabularySize)
+        let mismatches = (0..<fixture.vocabularySize).filter { standard.token(for: $0) != fixture.token(for: $0) }
+        #expect(mismatches.isEmpty, "\(mismatches.count) vocabulary entries differ, first id \(mismatches.first ?? -1)")
         #expect(standard.encodePadded("a photo of a cat, 4k!") == fixture.encodePadded("a photo of a cat, 4k!"))
+    }
+}
+
+@Suite struct FastTokenizerFileTests {
+    /// transformers 5 may save only tokenizer.json; the folder must load the same tokenizer.
+    @Test func tokenizerJSONAloneLoadsTheSameTokenizer() throws {
+        let source = Fixtures.model.appendingPathComponent("tokenizer")
+        let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("cd-tok-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: tmp) }
+        for name in ["tokenizer.json", "tokenizer_config.json"] {
+            try FileManager.default.copyItem(at: source.appendingPathComponent(name), to: tmp.appendingPathComponent(name))
+        }
+        let fast = try CLIPTokenizer(directory: tmp), full = try CLIPTokenizer(directory: source)
+        #expect(fast.vocabularySize == full.vocabularySize)
+        for text in ["a photo of a <|endoftext|> cat", "café naïve Zürich", "1234 3.14 x2", ""] {
+            #expect(fast.encodePadded(text) == full.encodePadded(text), "\(text)")
+        }
+        try Data(#"{"model": {"type": "WordPiece"}}"#.utf8).write(to: tmp.appendingPathComponent("tokenizer.json"))
+        #expect(throws: CLIPTokenizerError.self) { _ = try CLIPTokenizer(directory: tmp) }
     }
 }

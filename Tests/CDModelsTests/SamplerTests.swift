@@ -95,6 +95,16 @@ import Testing
         #expect(dpmLeading.prefix(2) == [941, 894] && dpmLeading.suffix(2) == [95, 48])
     }
 
+    @Test func stepCountsBeyondTheScheduleAreRefused() {
+        // leading spacing with steps_offset 1 would need timestep 1000; linspace DPM repeats timesteps.
+        #expect(samplerProblem(.ddim, config: config, steps: 1000)?.contains("use fewer steps") == true)
+        var linspace = config
+        linspace.timestepSpacing = "linspace"
+        #expect(samplerProblem(.dpmSolverPP2M, config: linspace, steps: 1000)?.contains("use fewer steps") == true)
+        #expect(samplerProblem(.ddim, config: config, steps: 1001)?.contains("steps must be") == true)
+        #expect(samplerProblem(.euler, config: config, steps: 50) == nil)
+    }
+
     @Test func eulerInitialNoiseFollowsSpacing() {
         var c = config
         c.timestepSpacing = "leading"
