@@ -54,6 +54,12 @@ public struct StableDiffusionModels: @unchecked Sendable {
         // Each component reads the names under its prefix, and every one of those must map;
         // the rest of the file (other components, EMA copies, schedule buffers) is not its business.
         func foreign(_ own: String) -> (String) -> Bool { { !$0.hasPrefix(own) } }
+        if !file.names.contains(where: { $0.hasPrefix(LDMKeyMap.unetPrefix) }) {
+            let ema = file.names.contains { $0.hasPrefix("model_ema.") }
+            throw ModelError.unsupportedConfig(file: path, field: LDMKeyMap.unetPrefix + "*", value: "absent",
+                                               supported: ema ? "a checkpoint with the UNet weights; this one holds only EMA copies (model_ema.*), which cdtrainer does not read — export the EMA weights into model.diffusion_model.*"
+                                                   : "an SD 1.x LDM checkpoint (model.diffusion_model.*, first_stage_model.*, cond_stage_model.transformer.*)")
+        }
         let unetNames = Dictionary(uniqueKeysWithValues: LDMKeyMap.unet(unetConfig).map { ($1, $0) })
         let unet = try Weights.load(from: [file], specs: UNet2DConditionModel.parameterSpecs(unetConfig), source: path,
                                     rename: { unetNames[$0] }, ignore: foreign(LDMKeyMap.unetPrefix))

@@ -59,6 +59,15 @@ import Testing
             "\(error)".contains("OpenCLIP") && "\(error)".contains("diffusers folder")
         }
 
+        // EMA-only files say so instead of listing every UNet key as missing.
+        var ema = SafetensorsWriter()
+        for name in source.names {
+            ema.add(name.replacingOccurrences(of: "model.diffusion_model.", with: "model_ema.diffusion_model"), try source.tensor(name))
+        }
+        let emaPath = tmp.appendingPathComponent("ema.safetensors").path
+        try ema.write(to: emaPath)
+        #expect { _ = try StableDiffusionModels.load(emaPath, configs: Fixtures.model.path) } throws: { "\($0)".contains("EMA") }
+
         // Truncated: the header survives, the data does not.
         let original = try Data(contentsOf: Fixtures.directory.appendingPathComponent("model-ldm.safetensors"))
         let cut = tmp.appendingPathComponent("cut.safetensors")
