@@ -441,13 +441,7 @@ public struct CLIPTokenizer: Sendable {
               let rawVocab = model["vocab"] as? [String: Any], let rawMerges = model["merges"] as? [Any] else {
             throw CLIPTokenizerError.malformedVocabulary(file: url.path, reason: "expected a BPE \"model\" with \"vocab\" and \"merges\"")
         }
-        var vocab: [String: Int] = [:]
-        for (token, value) in rawVocab {
-            guard let id = value as? Int, id >= 0 else {
-                throw CLIPTokenizerError.malformedVocabulary(file: url.path, reason: "\(String(reflecting: token)) has no valid id")
-            }
-            vocab[token] = id
-        }
+        let vocab = try validatedVocabulary(rawVocab, file: url.path)
         var pairs: [(String, String)] = [], lines: [Int] = []
         for (i, raw) in rawMerges.enumerated() {
             let parts = (raw as? [String]) ?? (raw as? String).map { $0.split(separator: " ", omittingEmptySubsequences: false).map(String.init) } ?? []
@@ -475,6 +469,12 @@ public struct CLIPTokenizer: Sendable {
         guard let dict = object as? [String: Any] else {
             throw CLIPTokenizerError.malformedVocabulary(file: url.path, reason: "not a JSON object of token → id")
         }
+        return try validatedVocabulary(dict, file: url.path)
+    }
+
+    /// token → id from decoded JSON (vocab.json, or `model.vocab` of tokenizer.json): every id a
+    /// non-negative integer that fits the 32-bit ids BPE works with.
+    private static func validatedVocabulary(_ dict: [String: Any], file: String) throws -> [String: Int] {
         var vocab: [String: Int] = [:]
         vocab.reserveCapacity(dict.count)
         for (token, value) in dict {
@@ -482,7 +482,7 @@ public struct CLIPTokenizer: Sendable {
                   id >= 0, id <= Int(Int32.max)
             else {
                 throw CLIPTokenizerError.malformedVocabulary(
-                    file: url.path, reason: "\(String(reflecting: token)) has id \(value), not a non-negative integer")
+                    file: file, reason: "\(String(reflecting: token)) has id \(value), not a non-negative integer")
             }
             vocab[token] = id
         }

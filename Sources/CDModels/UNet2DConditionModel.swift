@@ -35,8 +35,7 @@ public final class UNet2DConditionModel: @unchecked Sendable {
         for (i, level) in (down + up).enumerated() {
             for r in level.resnets { s += r.specs }
             for a in level.attentions { s += a.specs }
-            if let p = level.sampler {
-                let ch = i < down.count ? c.blockOutChannels[i] : c.blockOutChannels.reversed()[i - down.count]
+            if let p = level.sampler, let ch = level.resnets.last?.outChannels {  // the level's output width
                 s += [ParameterSpec(p + "conv.weight", [ch, ch, 3, 3]), ParameterSpec(p + "conv.bias", [ch])]
             }
             if i == down.count - 1 { s += mid.0.specs + mid.1.specs + mid.2.specs }
