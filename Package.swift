@@ -15,10 +15,12 @@ let package = Package(
     products: [
         .library(name: "CDTensor", targets: ["CDTensor"]),
         .library(name: "CDModels", targets: ["CDModels"]),
+        .library(name: "CDTraining", targets: ["CDTraining"]),
         .executable(name: "cdtrainerd", targets: ["cdtrainerd"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
     ],
     targets: [
         .systemLibrary(
@@ -34,14 +36,19 @@ let package = Package(
         .target(
             name: "CDModels", dependencies: ["CDTensor", "CPNG"],
             resources: [.copy("Resources/clip-merges.txt")], swiftSettings: kernelFlags),
+        .target(
+            name: "CDTraining",
+            dependencies: ["CDTensor", "CDModels", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: kernelFlags),
         .executableTarget(
             name: "cdtrainerd",
             dependencies: [
-                "CDTensor", "CDModels", "CMPI", "COpenBLAS",
+                "CDTensor", "CDModels", "CDTraining", "CMPI", "COpenBLAS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: kernelFlags),
         .testTarget(name: "CDTensorTests", dependencies: ["CDTensor"]),
         .testTarget(name: "CDModelsTests", dependencies: ["CDModels", "CDTensor"]),
+        .testTarget(name: "CDTrainingTests", dependencies: ["CDTraining", "CDModels", "CDTensor"]),
     ]
 )

@@ -5,7 +5,7 @@ import Foundation
 /// noise schedule (the tokenizer is loaded beside it).
 public struct StableDiffusionModels: @unchecked Sendable {
     public let textEncoder: CLIPTextModel
-    public let unet: UNet2DConditionModel
+    public var unet: UNet2DConditionModel
     public let vae: AutoencoderKL
     public let scheduler: SchedulerConfig
 

@@ -5,7 +5,7 @@ import Foundation
 /// prompt embeddings [negative; positive], N(0, I) latents × the sampler's initial σ, the sampler
 /// loop with classifier-free guidance, VAE decode of latents / scaling_factor.
 public final class StableDiffusionPipeline: @unchecked Sendable {
-    public let models: StableDiffusionModels
+    public var models: StableDiffusionModels
     public var tokenizer: CLIPTokenizer
     /// Embeddings of added tokens (`<new1>` …), used in place of the text encoder's table rows.
     public var tokenEmbeddings: EmbeddingOverride?

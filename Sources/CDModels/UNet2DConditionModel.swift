@@ -55,6 +55,26 @@ public final class UNet2DConditionModel: @unchecked Sendable {
         return try UNet2DConditionModel(config: config, weights: weights, configFile: configURL.path)
     }
 
+    /// The same model with some parameters replaced (trained or edited weights), each checked
+    /// against the parameter table. The other tensors are shared, not copied.
+    public func replacingWeights(_ replacements: [String: Tensor]) throws -> UNet2DConditionModel {
+        let shapes = Dictionary(Self.parameterSpecs(config).map { ($0.key, $0.shape) }, uniquingKeysWith: { a, _ in a })
+        var tensors = weights.tensors
+        var wrong: [String] = [], unknown: [String] = []
+        for (key, t) in replacements.sorted(by: { $0.key < $1.key }) {
+            guard let shape = shapes[key] else { unknown.append(key); continue }
+            guard t.shape == shape else { wrong.append("\(key) is \(t.shape), expected \(shape)"); continue }
+            tensors[key] = t
+        }
+        if !unknown.isEmpty || !wrong.isEmpty {
+            throw ModelError.weightMismatch(source: "replacement UNet weights", missing: [], unexpected: unknown, wrongShapes: wrong)
+        }
+        return try UNet2DConditionModel(config: config, weights: Weights(tensors: tensors))
+    }
+
+    /// diffusers key → original LDM single-file key (`model.diffusion_model.…`) for this config.
+    public static func ldmKeyNames(_ config: UNet2DConditionConfig) -> [String: String] { LDMKeyMap.unet(config) }
+
     /// The noise (or v) prediction for sample [B, in, H, W] at `timesteps` (one per sample) given
     /// context [B, S, cross_attention_dim]. `observe` receives named intermediates ("time_proj",
     /// "time_embedding", "conv_in", "down_blocks.i", "mid_block", "up_blocks.i"), valid only
