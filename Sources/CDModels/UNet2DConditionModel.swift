@@ -81,7 +81,7 @@ public final class UNet2DConditionModel: @unchecked Sendable {
     /// during the call (they live in scratch memory): copy what you keep.
     public func forward(sample: Tensor, timesteps: [Float], context: Tensor,
                         observe: ((String, Tensor) -> Void)? = nil) -> Tensor {
-        let c = config, w = weights, b = sample.shape[0]
+        let c = config, b = sample.shape[0]
         precondition(sample.rank == 4 && sample.shape[1] == c.inChannels && timesteps.count == b,
                      "UNet input must be [B, \(c.inChannels), H, W] with one timestep per sample")
         precondition(context.rank == 3 && context.shape[0] == b && context.shape[2] == c.crossAttentionDim,
@@ -91,60 +91,93 @@ public final class UNet2DConditionModel: @unchecked Sendable {
                      "sample height and width must be multiples of \(downFactor)")
         // Temporaries come from this thread's reusable scratch arena: no page faults per call.
         return Scratch.with { arena in
-
-            // Time: sinusoidal features → linear_1 → SiLU → linear_2; resnets take SiLU(temb).
-            let c0 = c.blockOutChannels[0], td = c.timeEmbedDim
-            let proj = timestepEmbedding(timesteps: timesteps, dim: c0, flipSinToCos: c.flipSinToCos ?? true,
-                                         freqShift: Float(c.freqShift ?? 0))
-            observe?("time_proj", proj)
-            let t1 = arena.tensor([b, td], zeroed: false), temb = arena.tensor([b, td], zeroed: false)
-            linearForward(x: proj, weight: w["time_embedding.linear_1.weight"], bias: w["time_embedding.linear_1.bias"], out: t1)
-            activationForward(.silu, x: t1, out: t1)
-            linearForward(x: t1, weight: w["time_embedding.linear_2.weight"], bias: w["time_embedding.linear_2.bias"], out: temb)
-            observe?("time_embedding", temb)
-            let tembAct = arena.tensor([b, td], zeroed: false)
-            activationForward(.silu, x: temb, out: tembAct)
-
-            var h = arena.tensor([b, c0, sample.shape[2], sample.shape[3]], zeroed: false)
-            conv2dForward(x: sample, weight: w["conv_in.weight"], bias: w["conv_in.bias"], out: h, parameters: .init(stride: 1, padding: 1))
-            observe?("conv_in", h)
-            var skips = [h]
-            for (i, level) in down.enumerated() {
-                for (j, resnet) in level.resnets.enumerated() {
-                    h = resnet.forward(h, tembActivated: tembAct, w, arena)
-                    if j < level.attentions.count { h = level.attentions[j].forward(h, context: context, w, arena) }
-                    skips.append(h)
-                }
-                if let p = level.sampler {
-                    let out = arena.tensor([b, h.shape[1], h.shape[2] / 2, h.shape[3] / 2], zeroed: false)
-                    conv2dForward(x: h, weight: w[p + "conv.weight"], bias: w[p + "conv.bias"], out: out, parameters: .init(stride: 2, padding: 1))
-                    h = out
-                    skips.append(h)
-                }
-                observe?("down_blocks.\(i)", h)
-            }
-            h = mid.0.forward(h, tembActivated: tembAct, w, arena)
-            h = mid.1.forward(h, context: context, w, arena)
-            h = mid.2.forward(h, tembActivated: tembAct, w, arena)
-            observe?("mid_block", h)
-            for (i, level) in up.enumerated() {
-                for (j, resnet) in level.resnets.enumerated() {
-                    let skip = skips.removeLast()
-                    let joined = arena.tensor([b, h.shape[1] + skip.shape[1], h.shape[2], h.shape[3]], zeroed: false)
-                    concatChannelsForward(h, skip, out: joined)
-                    h = resnet.forward(joined, tembActivated: tembAct, w, arena)
-                    if j < level.attentions.count { h = level.attentions[j].forward(h, context: context, w, arena) }
-                }
-                if let p = level.sampler { h = upsample2D(h, prefix: p, w, arena) }
-                observe?("up_blocks.\(i)", h)
-            }
-            let normed = arena.tensor(h.shape, zeroed: false)
-            groupNormForward(x: h, gamma: w["conv_norm_out.weight"], beta: w["conv_norm_out.bias"], groups: c.normNumGroups,
-                             eps: c.normEps, silu: true, out: normed, stats: GroupNormStats(arena, batch: b, groups: c.normNumGroups))
-            let out = Tensor(zeros: [b, c.outChannels, h.shape[2], h.shape[3]])
-            conv2dForward(x: normed, weight: w["conv_out.weight"], bias: w["conv_out.bias"], out: out, parameters: .init(stride: 1, padding: 1))
+            let out = Tensor(zeros: [b, c.outChannels, sample.shape[2], sample.shape[3]])
+            _ = run(sample: sample, timesteps: timesteps, context: context, out: out, keep: arena, tmp: arena, grads: nil, observe: observe)
             return out
         }
+    }
+
+    /// The forward pass for inference (`grads` nil: returns nil) and training (returns what
+    /// backward needs, kept in `keep`). Writes the prediction into `out`.
+    func run(sample: Tensor, timesteps: [Float], context: Tensor, out: Tensor, keep: Arena, tmp: Arena,
+             grads: ParameterGradients?, observe: ((String, Tensor) -> Void)? = nil) -> UNetTape? {
+        let c = config, w = weights, b = sample.shape[0]
+        let training = grads != nil
+        let tape = training ? UNetTape(sample: sample, context: context) : nil
+
+        // Time: sinusoidal features → linear_1 → SiLU → linear_2; resnets take SiLU(temb).
+        let c0 = c.blockOutChannels[0], td = c.timeEmbedDim
+        let proj = timestepEmbedding(timesteps: timesteps, dim: c0, flipSinToCos: c.flipSinToCos ?? true,
+                                     freqShift: Float(c.freqShift ?? 0))
+        observe?("time_proj", proj)
+        let t1 = keep.tensor([b, td], zeroed: false), t1Act = keep.tensor([b, td], zeroed: false)
+        let temb = keep.tensor([b, td], zeroed: false), tembAct = keep.tensor([b, td], zeroed: false)
+        linearForward(x: proj, weight: w["time_embedding.linear_1.weight"], bias: w["time_embedding.linear_1.bias"], out: t1)
+        activationForward(.silu, x: t1, out: t1Act)
+        linearForward(x: t1Act, weight: w["time_embedding.linear_2.weight"], bias: w["time_embedding.linear_2.bias"], out: temb)
+        observe?("time_embedding", temb)
+        activationForward(.silu, x: temb, out: tembAct)
+        tape?.time = (proj, t1, t1Act, temb, tembAct)
+
+        var h = keep.tensor([b, c0, sample.shape[2], sample.shape[3]], zeroed: false)
+        conv2dForward(x: sample, weight: w["conv_in.weight"], bias: w["conv_in.bias"], out: h, parameters: .init(stride: 1, padding: 1))
+        observe?("conv_in", h)
+        var skips = [h]
+        func resnet(_ r: ResnetBlock2D, _ x: Tensor) -> Tensor {
+            let (y, saved) = r.forward(x, tembActivated: tembAct, w, keep: keep, tmp: tmp, grads: grads)
+            if let saved { tape?.resnets[r.prefix] = saved }
+            return y
+        }
+        func transformer(_ t: Transformer2D, _ x: Tensor) -> Tensor {
+            let (y, saved) = t.forward(x, context: context, w, keep: keep, tmp: tmp, grads: grads)
+            if let saved { tape?.transformers[t.prefix] = saved }
+            return y
+        }
+        for (i, level) in down.enumerated() {
+            for (j, r) in level.resnets.enumerated() {
+                h = resnet(r, h)
+                if j < level.attentions.count { h = transformer(level.attentions[j], h) }
+                skips.append(h)
+            }
+            if let p = level.sampler {
+                let y = keep.tensor([b, h.shape[1], h.shape[2] / 2, h.shape[3] / 2], zeroed: false)
+                conv2dForward(x: h, weight: w[p + "conv.weight"], bias: w[p + "conv.bias"], out: y, parameters: .init(stride: 2, padding: 1))
+                tape?.samplerInputs[p] = h
+                h = y
+                skips.append(h)
+            }
+            observe?("down_blocks.\(i)", h)
+        }
+        tape?.skips = skips
+        h = resnet(mid.0, h)
+        h = transformer(mid.1, h)
+        h = resnet(mid.2, h)
+        observe?("mid_block", h)
+        for (i, level) in up.enumerated() {
+            for (j, r) in level.resnets.enumerated() {
+                let skip = skips.removeLast()
+                let joined = keep.tensor([b, h.shape[1] + skip.shape[1], h.shape[2], h.shape[3]], zeroed: false)
+                concatChannelsForward(h, skip, out: joined)
+                h = resnet(r, joined)
+                if j < level.attentions.count { h = transformer(level.attentions[j], h) }
+            }
+            if let p = level.sampler {
+                let big = (grads?[p + "conv.weight"] != nil ? keep : tmp).tensor([b, h.shape[1], h.shape[2] * 2, h.shape[3] * 2], zeroed: false)
+                let y = keep.tensor(big.shape, zeroed: false)
+                upsampleNearest2xForward(x: h, out: big)
+                conv2dForward(x: big, weight: w[p + "conv.weight"], bias: w[p + "conv.bias"], out: y, parameters: .init(stride: 1, padding: 1))
+                if grads?[p + "conv.weight"] != nil { tape?.samplerInputs[p] = big }
+                h = y
+            }
+            observe?("up_blocks.\(i)", h)
+        }
+        let stats = GroupNormStats(keep, batch: b, groups: c.normNumGroups)
+        let normed = (grads?["conv_out.weight"] != nil ? keep : tmp).tensor(h.shape, zeroed: false)
+        groupNormForward(x: h, gamma: w["conv_norm_out.weight"], beta: w["conv_norm_out.bias"], groups: c.normNumGroups,
+                         eps: c.normEps, silu: true, out: normed, stats: stats)
+        conv2dForward(x: normed, weight: w["conv_out.weight"], bias: w["conv_out.bias"], out: out, parameters: .init(stride: 1, padding: 1))
+        tape?.head = (h, stats, grads?["conv_out.weight"] != nil ? normed : nil)
+        return tape
     }
 
     /// Block objects with their diffusers prefixes and channel counts (diffusers' constructor logic).
