@@ -4,6 +4,9 @@ import PackageDescription
 // Hot loops are written with SIMD8<Float>; without a target CPU Swift compiles them for
 // baseline x86-64 (SSE2, FMA as a libm call). Haswell (AVX2 + FMA, 2013 and later) is the floor
 // for the machines cdtrainer runs on; release builds only, so debug builds stay portable.
+// The numeric core is also optimized in debug builds: its loops run 50–100× slower at -Onone,
+// which made the whole-model gradient tests take minutes; everything above it stays debuggable.
+let debugOptimized: SwiftSetting = .unsafeFlags(["-O"], .when(configuration: .debug))
 #if arch(x86_64)
 let kernelFlags: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "haswell"], .when(configuration: .release))]
 #else
@@ -32,7 +35,7 @@ let package = Package(
         .systemLibrary(
             name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng",
             providers: [.apt(["libpng-dev"])]),
-        .target(name: "CDTensor", dependencies: ["COpenBLAS"], swiftSettings: kernelFlags),
+        .target(name: "CDTensor", dependencies: ["COpenBLAS"], swiftSettings: kernelFlags + [debugOptimized]),
         .target(
             name: "CDModels", dependencies: ["CDTensor", "CPNG"],
             resources: [.copy("Resources/clip-merges.txt")], swiftSettings: kernelFlags),

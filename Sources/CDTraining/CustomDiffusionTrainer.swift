@@ -94,35 +94,58 @@ public final class CustomDiffusionTrainer: @unchecked Sendable {
         }
         observe?("encoder_hidden_states", context)
         let noisy = noiseSchedule.addNoise(batch.latents, noise: batch.noise, timesteps: batch.timesteps)
-        let target = noiseSchedule.config.prediction == .vPrediction
-            ? noiseSchedule.velocity(batch.latents, noise: batch.noise, timesteps: batch.timesteps) : batch.noise
         let (pred, tape) = unet.trainingForward(sample: noisy, timesteps: batch.timesteps.map(Float.init), context: context,
                                                 grads: unetGrads, arena: arena)
         observe?("model_pred", pred)
 
-        // Loss (spec 2.7): mean over instance samples of the masked loss (C × masked MSE), plus
-        // prior_loss_weight × the plain MSE over the class half when there is one.
         let dPred = arena.tensor(pred.shape)
+        let losses = lossTerms(pred: pred, target: target(batch), batch: batch, weight: weight, dPred: dPred)
+        let dContext = learnsTokens ? arena.tensor(context.shape) : nil
+        unet.backward(tape, dOut: dPred, grads: unetGrads, dContext: dContext, detachFirstContextToken: settings.detachStartToken)
+        if let textTape, let dContext { textEncoder.backward(textTape, dOut: dContext, dRows: tokenGradient) }
+        samplesSeen += n
+        return losses
+    }
+
+    /// The loss of a batch with the current weights, without gradients (validation).
+    public func evaluate(_ batch: TrainingBatch) -> Losses {
+        let override = tokens.names.isEmpty ? nil : tokens.override
+        let context = textEncoder.forward(ids: batch.ids, embeddingOverride: override)
+        let noisy = noiseSchedule.addNoise(batch.latents, noise: batch.noise, timesteps: batch.timesteps)
+        let pred = unet.forward(sample: noisy, timesteps: batch.timesteps.map(Float.init), context: context)
+        return lossTerms(pred: pred, target: target(batch), batch: batch, weight: 1, dPred: nil)
+    }
+
+    private func target(_ batch: TrainingBatch) -> Tensor {
+        noiseSchedule.config.prediction == .vPrediction
+            ? noiseSchedule.velocity(batch.latents, noise: batch.noise, timesteps: batch.timesteps) : batch.noise
+    }
+
+    /// Loss (spec 2.7): mean over instance samples of the masked loss (C × masked MSE), plus
+    /// prior_loss_weight × the plain MSE over the class half when there is one. With `dPred`,
+    /// adds weight × ∂loss/∂pred into it.
+    private func lossTerms(pred: Tensor, target: Tensor, batch: TrainingBatch, weight: Double, dPred: Tensor?) -> Losses {
+        let b = batch.count, n = batch.instanceCount
         let inst = (pred.slice(0..<n), target.slice(0..<n), batch.mask.slice(0..<n))
         let perSample = Tensor(zeros: [n])
         maskedMSEForward(pred: inst.0, target: inst.1, mask: inst.2, normalization: .maskSum, losses: perSample)
         let instance = perSample.array.reduce(0.0) { $0 + Double($1) } / Double(n)
-        maskedMSEBackward(pred: inst.0, target: inst.1, mask: inst.2, normalization: .maskSum,
-                          weights: Array(repeating: Float(weight / Double(n)), count: n), dPred: dPred.slice(0..<n))
+        if let dPred {
+            maskedMSEBackward(pred: inst.0, target: inst.1, mask: inst.2, normalization: .maskSum,
+                              weights: Array(repeating: Float(weight / Double(n)), count: n), dPred: dPred.slice(0..<n))
+        }
         var prior: Double?
         if b > n {
             let cls = (pred.slice(n..<b), target.slice(n..<b))
             let classLosses = Tensor(zeros: [b - n])
             maskedMSEForward(pred: cls.0, target: cls.1, mask: nil, normalization: .mean, losses: classLosses)
             prior = classLosses.array.reduce(0.0) { $0 + Double($1) } / Double(b - n)
-            maskedMSEBackward(pred: cls.0, target: cls.1, mask: nil, normalization: .mean,
-                              weights: Array(repeating: Float(weight * settings.priorLossWeight / Double(b - n)), count: b - n),
-                              dPred: dPred.slice(n..<b))
+            if let dPred {
+                maskedMSEBackward(pred: cls.0, target: cls.1, mask: nil, normalization: .mean,
+                                  weights: Array(repeating: Float(weight * settings.priorLossWeight / Double(b - n)), count: b - n),
+                                  dPred: dPred.slice(n..<b))
+            }
         }
-        let dContext = learnsTokens ? arena.tensor(context.shape) : nil
-        unet.backward(tape, dOut: dPred, grads: unetGrads, dContext: dContext)
-        if let textTape, let dContext { textEncoder.backward(textTape, dOut: dContext, dRows: tokenGradient) }
-        samplesSeen += n
         return Losses(loss: instance + settings.priorLossWeight * (prior ?? 0), instance: instance, prior: prior)
     }
 

@@ -18,6 +18,9 @@ public struct TrainingSettings: Sendable, Equatable {
     public var maxGradNorm: Double? = 1
     public var adam = AdamW.Hyperparameters()
     public var schedule: LearningRateSchedule = .constant
+    /// Cross-attention K/V at the start token (BOS, position 0) pass no gradient, as every
+    /// reference implementation does (spec 2.6). false gives the plain gradient of the loss.
+    public var detachStartToken = true
 
     public init() {}
 
