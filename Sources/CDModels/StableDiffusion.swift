@@ -7,7 +7,7 @@ public struct StableDiffusionModels: @unchecked Sendable {
     public let textEncoder: CLIPTextModel
     public var unet: UNet2DConditionModel
     public let vae: AutoencoderKL
-    public let scheduler: SchedulerConfig
+    public var scheduler: SchedulerConfig
 
     /// A diffusers pipeline folder, or an original single-file checkpoint (`.safetensors`). For a
     /// single file the component configs come from `configs` (a diffusers folder) when given,

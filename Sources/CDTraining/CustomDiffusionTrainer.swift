@@ -29,7 +29,7 @@ public final class CustomDiffusionTrainer: @unchecked Sendable {
     public let tokenGradient: Tensor
     let optimizer: AdamW
     /// Instance samples consumed so far (the position in the sample stream).
-    public private(set) var samplesSeen = 0
+    public internal(set) var samplesSeen = 0
     private let arena = Arena()
 
     public var step: Int { optimizer.step }

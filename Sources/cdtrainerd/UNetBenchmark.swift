@@ -56,25 +56,26 @@ struct UNetBenchmark {
                       flopsByKind: Dictionary(uniqueKeysWithValues: counted.map { ($0.key.name, $0.value) }),
                       peakRssBytes: peakRSS(), threads: ThreadPool.shared.threadCount)
     }
+}
 
-    /// Uniform(±1/√fan_in) for weights, ones for norm scales, zeros for biases.
-    private func randomWeights(_ specs: [ParameterSpec]) -> Weights {
-        var rng = SplitMix64(seed: 1)
-        var tensors: [String: Tensor] = [:]
-        for spec in specs {
-            let t = Tensor(zeros: spec.shape)
-            if spec.key.hasSuffix(".bias") {
-                // zeros
-            } else if spec.shape.count == 1 {
-                t.fill(1)
-            } else {
-                let bound = 1 / Float(spec.shape.dropFirst().reduce(1, *)).squareRoot()
-                for i in 0..<t.count { t.pointer[i] = rng.uniform(-bound, bound) }
-            }
-            tensors[spec.key] = t
+/// Random weights for a parameter table, so benchmarks need no model files: Uniform(±1/√fan_in)
+/// for weights, ones for norm scales, zeros for biases.
+func randomWeights(_ specs: [ParameterSpec], seed: UInt64 = 1) -> Weights {
+    var rng = SplitMix64(seed: seed)
+    var tensors: [String: Tensor] = [:]
+    for spec in specs {
+        let t = Tensor(zeros: spec.shape)
+        if spec.key.hasSuffix(".bias") {
+            // zeros
+        } else if spec.shape.count == 1 {
+            t.fill(1)
+        } else {
+            let bound = 1 / Float(spec.shape.dropFirst().reduce(1, *)).squareRoot()
+            for i in 0..<t.count { t.pointer[i] = rng.uniform(-bound, bound) }
         }
-        return Weights(tensors: tensors)
+        tensors[spec.key] = t
     }
+    return Weights(tensors: tensors)
 }
 
 /// sgemm GFLOP/s on an n² product, best of `repeats` after a warm-up.
