@@ -1,6 +1,7 @@
 import ArgumentParser
 import CDModels
 import CDTensor
+import CDTraining
 import Foundation
 
 struct SampleCommand: ParsableCommand {
@@ -43,6 +44,10 @@ struct SampleCommand: ParsableCommand {
     @Option(help: "Output PNG file.")
     var out: String
 
+    @Option(name: .customLong("concept"),
+            help: "A trained concept to apply, repeatable: our bundle, a diffusers output folder (or its weights and <token> files), an A1111 .delta.safetensors or embedding. FILE:STRENGTH scales it (default 1).")
+    var concepts: [String] = []
+
     func run() throws {
         guard let kind = SamplerKind(rawValue: scheduler) else {
             throw ValidationError("--scheduler must be one of \(SamplerKind.allCases.map(\.rawValue).joined(separator: ", ")) (got \(scheduler))")
@@ -58,6 +63,11 @@ struct SampleCommand: ParsableCommand {
             throw ValidationError("--out: '\(out)' is a folder; give a file name such as \(out)/image.png")
         }
         let pipeline = try StableDiffusionPipeline.load(model, configs: configs)
+        let applied = ConceptPipeline(pipeline)
+        for spec in concepts {
+            let (path, strength) = try Self.parseConcept(spec)
+            try applied.apply(try ConceptFile.load(path), strength: strength)
+        }
         var request = StableDiffusionPipeline.Request(prompt: prompt)
         request.negativePrompt = negative
         request.sampler = kind
@@ -78,6 +88,15 @@ struct SampleCommand: ParsableCommand {
             try PNGImage.write(images, index: i, to: path)
             print(path)
         }
+    }
+
+    /// "FILE" or "FILE:STRENGTH" (a path may itself contain ':'; only a numeric suffix is a strength).
+    static func parseConcept(_ spec: String) throws -> (String, Float) {
+        if let colon = spec.lastIndex(of: ":"), let strength = Float(spec[spec.index(after: colon)...]) {
+            guard strength.isFinite else { throw ValidationError("--concept \(spec): the strength must be a finite number") }
+            return (String(spec[..<colon]), strength)
+        }
+        return (spec, 1)
     }
 
     private func numbered(_ path: String, _ n: Int) -> String {
