@@ -46,10 +46,10 @@ struct ResnetBlock2D {
         let out = keep.tensor([b, outChannels, h, wd], zeroed: false)
         let h1 = keep.tensor(out.shape, zeroed: false)
         let stats1 = GroupNormStats(keep, batch: b, groups: groups), stats2 = GroupNormStats(keep, batch: b, groups: groups)
-        let normed1 = (grads?[p + "conv1.weight"] != nil ? keep : tmp).tensor(x.shape, zeroed: false)
-        let normed2 = (grads?[p + "conv2.weight"] != nil ? keep : tmp).tensor(out.shape, zeroed: false)
         let mark = tmp.mark
         defer { tmp.rewind(to: mark) }
+        let normed1 = (grads?[p + "conv1.weight"] != nil ? keep : tmp).tensor(x.shape, zeroed: false)
+        let normed2 = (grads?[p + "conv2.weight"] != nil ? keep : tmp).tensor(out.shape, zeroed: false)
         groupNormForward(x: x, gamma: w[p + "norm1.weight"], beta: w[p + "norm1.bias"], groups: groups, eps: eps,
                          silu: true, out: normed1, stats: stats1)
         conv2dForward(x: normed1, weight: w[p + "conv1.weight"], bias: w[p + "conv1.bias"], out: h1, parameters: pad1)

@@ -65,20 +65,21 @@ struct Transformer2D {
         let out = keep.tensor(x.shape, zeroed: false)
         let stats = GroupNormStats(keep, batch: b, groups: groups)
         let inTrains = grads?[p + "proj_in.weight"] != nil, outTrains = grads?[p + "proj_out.weight"] != nil
+        var tokens = keep.tensor([b, hw, c], zeroed: false)
+        // Temporaries (from `tmp` after this mark) are released on return; kept tensors come from `keep`.
+        let mark = tmp.mark
+        defer { tmp.rewind(to: mark) }
         let normed = (inTrains ? keep : tmp).tensor(x.shape, zeroed: false)
         let projected = linearProjection ? (inTrains ? keep : tmp).tensor([b, hw, c], zeroed: false) : nil
-        var tokens = keep.tensor([b, hw, c], zeroed: false)
         groupNormForward(x: x, gamma: w[p + "norm.weight"], beta: w[p + "norm.bias"], groups: groups, eps: 1e-6,
                          out: normed, stats: stats)
         if let projected {
             transposeForward(normed, rows: c, cols: hw, out: projected)
             linearForward(x: projected, weight: w[p + "proj_in.weight"], bias: w[p + "proj_in.bias"], out: tokens)
         } else {
-            let mark = tmp.mark
             let t = tmp.tensor(x.shape, zeroed: false)
             conv2dForward(x: normed, weight: w[p + "proj_in.weight"], bias: w[p + "proj_in.bias"], out: t)
             transposeForward(t, rows: c, cols: hw, out: tokens)
-            tmp.rewind(to: mark)
         }
         var blocks: [BlockSaved] = []
         for k in 0..<layers {
@@ -87,7 +88,6 @@ struct Transformer2D {
             if let saved { blocks.append(saved) }
         }
         let projOutInput = linearProjection ? nil : (outTrains ? keep : tmp).tensor(x.shape, zeroed: false)
-        let mark = tmp.mark
         if let projOutInput {
             transposeForward(tokens, rows: hw, cols: c, out: projOutInput)
             conv2dForward(x: projOutInput, weight: w[p + "proj_out.weight"], bias: w[p + "proj_out.bias"], out: out)
@@ -96,7 +96,6 @@ struct Transformer2D {
             linearForward(x: tokens, weight: w[p + "proj_out.weight"], bias: w[p + "proj_out.bias"], out: t)
             transposeForward(t, rows: hw, cols: c, out: out)
         }
-        tmp.rewind(to: mark)
         accumulate(x, into: out)
         guard grads != nil else { return (out, nil) }
         return (out, Saved(x: x, stats: stats, normed: inTrains ? normed : nil, projected: inTrains ? projected : nil,

@@ -162,8 +162,10 @@ public final class UNet2DConditionModel: @unchecked Sendable {
                 if j < level.attentions.count { h = transformer(level.attentions[j], h) }
             }
             if let p = level.sampler {
-                let big = (grads?[p + "conv.weight"] != nil ? keep : tmp).tensor([b, h.shape[1], h.shape[2] * 2, h.shape[3] * 2], zeroed: false)
-                let y = keep.tensor(big.shape, zeroed: false)
+                let y = keep.tensor([b, h.shape[1], h.shape[2] * 2, h.shape[3] * 2], zeroed: false)
+                let mark = tmp.mark
+                defer { tmp.rewind(to: mark) }
+                let big = (grads?[p + "conv.weight"] != nil ? keep : tmp).tensor(y.shape, zeroed: false)
                 upsampleNearest2xForward(x: h, out: big)
                 conv2dForward(x: big, weight: w[p + "conv.weight"], bias: w[p + "conv.bias"], out: y, parameters: .init(stride: 1, padding: 1))
                 if grads?[p + "conv.weight"] != nil { tape?.samplerInputs[p] = big }

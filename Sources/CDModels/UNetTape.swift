@@ -76,7 +76,7 @@ extension UNet2DConditionModel {
             for level in up.reversed() {
                 guard let dy = dh else { return }
                 if let p = level.sampler {
-                    let x = tape.samplerInputs[p] ?? shapeOnly([dy.shape[0], dy.shape[1], dy.shape[2], dy.shape[3]], tmp)
+                    let x = tape.samplerInputs[p] ?? shapeOnly(dy.shape, tmp)
                     let dBig = Tensor(zeros: dy.shape)
                     conv2dBackward(x: x, weight: w[p + "conv.weight"], dOut: dy, dx: need.before(p) ? dBig : nil,
                                    dWeight: g[p + "conv.weight"], dBias: g[p + "conv.bias"], parameters: .init(stride: 1, padding: 1))
