@@ -28,7 +28,7 @@ public final class CustomDiffusionTrainer: @unchecked Sendable {
     /// Gradient of the modifier rows [n, dim].
     public let tokenGradient: Tensor
     let optimizer: AdamW
-    /// Instance samples consumed so far (the position in the sample stream).
+    /// Instance samples of completed steps (the position in the sample stream).
     public internal(set) var samplesSeen = 0
     private let arena = Arena()
 
@@ -103,7 +103,6 @@ public final class CustomDiffusionTrainer: @unchecked Sendable {
         let dContext = learnsTokens ? arena.tensor(context.shape) : nil
         unet.backward(tape, dOut: dPred, grads: unetGrads, dContext: dContext, detachFirstContextToken: settings.detachStartToken)
         if let textTape, let dContext { textEncoder.backward(textTape, dOut: dContext, dRows: tokenGradient) }
-        samplesSeen += n
         return losses
     }
 
@@ -188,6 +187,7 @@ public final class CustomDiffusionTrainer: @unchecked Sendable {
         }
         guard total.loss.isFinite else { throw TrainingError.nonFiniteLoss(step: step + 1, loss: Float(total.loss)) }
         let update = applyUpdate()
+        samplesSeen += microBatches.reduce(0) { $0 + $1.instanceCount }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         return StepReport(step: step, losses: total, update: update, seconds: seconds)
     }

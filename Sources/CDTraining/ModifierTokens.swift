@@ -19,7 +19,9 @@ public struct ModifierTokens: @unchecked Sendable {
     /// `table` [V, dim]. An initializer that is itself a vocabulary entry (e.g. `ktn`, id 42170, a
     /// word piece) uses that row, as diffusers did with transformers 4; otherwise it must encode
     /// to exactly one token.
-    public init(_ tokens: [(name: String, initializer: String)], tokenizer: inout CLIPTokenizer, table: Tensor) throws {
+    /// `tokenizer` changes only when every token is valid.
+    public init(_ tokens: [(name: String, initializer: String)], tokenizer original: inout CLIPTokenizer, table: Tensor) throws {
+        var tokenizer = original
         precondition(table.rank == 2, "embedding table must be [V, dim]")
         let (vocab, dim) = (table.shape[0], table.shape[1])
         var names: [String] = [], ids: [Int] = [], initial: [Int] = []
@@ -43,6 +45,7 @@ public struct ModifierTokens: @unchecked Sendable {
         }
         let rows = Tensor(zeros: [names.count, dim])
         for (r, source) in initial.enumerated() { rows[r].copy(from: table[source]) }
+        original = tokenizer
         self.names = names
         self.ids = ids
         self.initializerIDs = initial

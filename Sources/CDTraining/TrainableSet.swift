@@ -1,4 +1,5 @@
 import CDModels
+import Foundation
 
 /// Which UNet parameters a job trains (spec 2.3). The modifier-token rows train in every mode.
 public enum TrainableSet: Sendable, Equatable {
@@ -19,12 +20,14 @@ public enum TrainableSet: Sendable, Equatable {
         }
     }
 
-    /// The job-file spelling.
+    /// The job-file spelling; a pattern list as a JSON array.
     public var name: String {
         switch self {
-        case .crossattnKV: "crossattn_kv"
-        case .crossattn: "crossattn"
-        case let .patterns(p): p.joined(separator: ",")
+        case .crossattnKV: return "crossattn_kv"
+        case .crossattn: return "crossattn"
+        case let .patterns(p):
+            let data = (try? JSONSerialization.data(withJSONObject: p)) ?? Data("[]".utf8)
+            return String(decoding: data, as: UTF8.self)
         }
     }
 
