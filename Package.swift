@@ -19,11 +19,14 @@ let package = Package(
         .library(name: "CDTensor", targets: ["CDTensor"]),
         .library(name: "CDModels", targets: ["CDModels"]),
         .library(name: "CDTraining", targets: ["CDTraining"]),
+        .library(name: "CDImages", targets: ["CDImages"]),
+        .library(name: "CDProtocol", targets: ["CDProtocol"]),
         .executable(name: "cdtrainerd", targets: ["cdtrainerd"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
         .systemLibrary(
@@ -35,10 +38,18 @@ let package = Package(
         .systemLibrary(
             name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng",
             providers: [.apt(["libpng-dev"])]),
+        .systemLibrary(
+            name: "CJPEG", path: "Sources/CJPEG", pkgConfig: "libjpeg",
+            providers: [.apt(["libjpeg-dev"])]),
+        .systemLibrary(
+            name: "CWebP", path: "Sources/CWebP", pkgConfig: "libwebp",
+            providers: [.apt(["libwebp-dev"])]),
         .target(name: "CDTensor", dependencies: ["COpenBLAS"], swiftSettings: kernelFlags + [debugOptimized]),
         .target(
             name: "CDModels", dependencies: ["CDTensor", "CPNG"],
             resources: [.copy("Resources/clip-merges.txt")], swiftSettings: kernelFlags),
+        .target(name: "CDImages", dependencies: ["CPNG", "CJPEG", "CWebP"], swiftSettings: kernelFlags + [debugOptimized]),
+        .target(name: "CDProtocol", dependencies: [.product(name: "TOMLKit", package: "TOMLKit")]),
         .target(
             name: "CDTraining",
             dependencies: ["CDTensor", "CDModels", .product(name: "Crypto", package: "swift-crypto")],
@@ -53,5 +64,7 @@ let package = Package(
         .testTarget(name: "CDTensorTests", dependencies: ["CDTensor"]),
         .testTarget(name: "CDModelsTests", dependencies: ["CDModels", "CDTensor"]),
         .testTarget(name: "CDTrainingTests", dependencies: ["CDTraining", "CDModels", "CDTensor"]),
+        .testTarget(name: "CDImagesTests", dependencies: ["CDImages"]),
+        .testTarget(name: "CDProtocolTests", dependencies: ["CDProtocol"]),
     ]
 )

@@ -1,0 +1,2 @@
+// libwebp's simple decoding API.
+#include <webp/decode.h>
