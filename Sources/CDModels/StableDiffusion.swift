@@ -9,6 +9,13 @@ public struct StableDiffusionModels: @unchecked Sendable {
     public let vae: AutoencoderKL
     public var scheduler: SchedulerConfig
 
+    public init(textEncoder: CLIPTextModel, unet: UNet2DConditionModel, vae: AutoencoderKL, scheduler: SchedulerConfig) {
+        self.textEncoder = textEncoder
+        self.unet = unet
+        self.vae = vae
+        self.scheduler = scheduler
+    }
+
     /// A diffusers pipeline folder, or an original single-file checkpoint (`.safetensors`). For a
     /// single file the component configs come from `configs` (a diffusers folder) when given,
     /// else the SD 1.5 defaults.

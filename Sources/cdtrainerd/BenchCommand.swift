@@ -5,7 +5,7 @@ import Foundation
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Performance benchmarks (run them from a release build).",
-        subcommands: [KernelsCommand.self, UNetCommand.self, LoadCommand.self])
+        subcommands: [KernelsCommand.self, UNetCommand.self, TrainCommand.self, LoadCommand.self])
 }
 
 /// One JSON object with snake_case keys on stdout.

@@ -1,0 +1,217 @@
+import ArgumentParser
+import CDModels
+import CDTensor
+import CDTraining
+import Foundation
+
+/// `cdtrainerd bench train`: one Custom Diffusion optimizer step (text encoder with a trainable
+/// modifier token → UNet forward with tape → loss → backward → clipping → AdamW) on SD1.5-size
+/// models with random weights (no files), FLOPs counted by the kernels, and the ratio to the
+/// sgemm throughput measured in the same run.
+struct TrainBenchmark {
+    let resolution: Int
+    /// Instance samples per step; with `prior` each step also has as many class samples.
+    let batch: Int
+    let steps: Int
+    let prior: Bool
+    /// Also measure the UNet training tape (one more training forward into an arena of its own).
+    var measureTape = false
+
+    struct Report: Codable {
+        let resolution: Int
+        let batch: Int
+        let prior: Bool
+        /// Samples the UNet sees per step (batch, or 2 × batch with prior preservation).
+        let samples: Int
+        let trainable: String
+        /// Best of the timed steps.
+        let stepSeconds: Double
+        let timedStepSeconds: [Double]
+        let warmupSeconds: Double
+        /// FLOPs of one step, counted by the kernels (during the warm-up step).
+        let gflop: Double
+        let flopsByKind: [String: Double]
+        let gflops: Double
+        /// The better of the sgemm rates measured before and after the steps.
+        let sgemmGflops: Double
+        let sgemmGflopsRuns: [Double]
+        let ratioToSgemm: Double
+        /// Whether time by op kind (conv, matmul, attention) could be measured: not yet, the
+        /// kernels count FLOPs but have no timers.
+        let timeByKindAvailable: Bool
+        let peakRssBytes: Int
+        /// Peak RSS before the first step (weights, model construction).
+        let peakRssBeforeStepsBytes: Int
+        /// Resident memory after building the models and the trainer, before the first step.
+        let rssAfterSetupBytes: Int
+        /// Resident memory after the timed steps.
+        let rssAfterStepsBytes: Int
+        /// fp32 parameter bytes per component (text_encoder, unet, vae).
+        let weightBytes: [String: Int]
+        /// Bytes of the UNet training forward's tape (its arena's peak), with `--tape-size`.
+        let unetTapeBytes: Int?
+        let finalLoss: Double
+        let threads: Int
+    }
+
+    func run(progress: (String) -> Void) throws -> Report {
+        let sgemmBefore = measureSgemm()
+        progress(String(format: "sgemm: %.1f GFLOP/s", sgemmBefore))
+        let rssStart = currentRSS()
+
+        // CLIP ViT-L/14 text tower: hidden 768, MLP 3072, 12 layers × 12 heads, quick_gelu, 77 positions, 49408 tokens.
+        let textConfig = CLIPTextConfig.sd15
+        let unetConfig = UNet2DConditionConfig.sd15, vaeConfig = AutoencoderKLConfig.sd
+        let specs = (text: CLIPTextModel.parameterSpecs(textConfig), unet: UNet2DConditionModel.parameterSpecs(unetConfig),
+                     vae: AutoencoderKL.parameterSpecs(vaeConfig))
+        func bytes(_ s: [ParameterSpec]) -> Int { s.reduce(0) { $0 + $1.shape.reduce(1, *) } * MemoryLayout<Float>.stride }
+        let weightBytes = ["text_encoder": bytes(specs.text), "unet": bytes(specs.unet), "vae": bytes(specs.vae)]
+
+        progress("building SD1.5-size CLIP ViT-L, UNet and VAE with random weights…")
+        let textEncoder = try CLIPTextModel(config: textConfig, weights: randomWeights(specs.text, seed: 2))
+        let unet = try UNet2DConditionModel(config: unetConfig, weights: randomWeights(specs.unet, seed: 1))
+        let vae = try AutoencoderKL(config: vaeConfig, weights: randomWeights(specs.vae, seed: 4))
+        let rssModels = currentRSS()
+        progress(String(format: "models built: RSS %.2f GiB (+%.2f GiB; fp32 parameters: CLIP %.2f, UNet %.2f, VAE %.2f GiB)",
+                        gib(rssModels), gib(rssModels - rssStart), gib(weightBytes["text_encoder"]!),
+                        gib(weightBytes["unet"]!), gib(weightBytes["vae"]!)))
+
+        var settings = TrainingSettings()
+        settings.trainable = .crossattnKV
+        settings.batchSize = batch
+        settings.withPriorPreservation = prior
+        let trainer = try CustomDiffusionTrainer(
+            models: StableDiffusionModels(textEncoder: textEncoder, unet: unet, vae: vae, scheduler: .sd),
+            tokenizer: try CLIPTokenizer.standard(), tokens: [(name: "<new1>", initializer: "ktn")], settings: settings)
+        let rssSetup = currentRSS(), peakBeforeSteps = peakRSS()
+        progress(String(format: "trainer ready (%d trained UNet tensors): RSS %.2f GiB, peak so far %.2f GiB",
+                        trainer.trainableKeys.count, gib(rssSetup), gib(peakBeforeSteps)))
+
+        // One batch per step (warm-up included): random latents, noise and timesteps, masks of ones.
+        var rng = SplitMix64(seed: 11)
+        let samples = prior ? 2 * batch : batch
+        let latent = resolution / 8
+        let instanceIds = trainer.tokenizer.encodePadded("photo of a <new1> dog")
+        let classIds = trainer.tokenizer.encodePadded("photo of a dog")
+        let ids = (0..<samples).map { $0 < batch ? instanceIds : classIds }
+        let trainSteps = trainer.noiseSchedule.trainTimesteps
+        let batches = (0...steps).map { _ in
+            let mask = Tensor(zeros: [samples, 1, latent, latent])
+            mask.fill(1)
+            return TrainingBatch(latents: rng.normalTensor([samples, 4, latent, latent]), noise: rng.normalTensor([samples, 4, latent, latent]),
+                                 timesteps: (0..<samples).map { _ in Int(rng.next() % UInt64(trainSteps)) },
+                                 mask: mask, ids: ids, instanceCount: batch)
+        }
+
+        // The warm-up step also counts the FLOPs (the work of a step does not depend on its data).
+        FlopCounter.reset()
+        FlopCounter.isEnabled = true
+        let warmup = try trainer.step([batches[0]])
+        FlopCounter.isEnabled = false
+        let counted = FlopCounter.totals
+        let flops = counted.values.reduce(0, +)
+        progress(String(format: "warm-up step: %.3f s, loss %.4f, RSS %.2f GiB, peak %.2f GiB",
+                        warmup.seconds, warmup.losses.loss, gib(currentRSS()), gib(peakRSS())))
+
+        var timed: [Double] = []
+        var last = warmup
+        for i in 1...steps {
+            last = try trainer.step([batches[i]])
+            timed.append(last.seconds)
+            progress(String(format: "step %d: %.3f s, loss %.4f", i, last.seconds, last.losses.loss))
+        }
+        let peak = peakRSS(), rssAfterSteps = currentRSS()  // before the sgemm matrices below
+        // Measured again after the steps: on a shared machine one measurement can catch a busy moment.
+        let sgemmAfter = measureSgemm()
+        progress(String(format: "sgemm after the steps: %.1f GFLOP/s", sgemmAfter))
+        let sgemm = max(sgemmBefore, sgemmAfter)
+
+        // The trainer's arena is private: its peak is measured on a training forward of our own.
+        var tapeBytes: Int?
+        if measureTape {
+            let arena = Arena()
+            let grads = ParameterGradients(keys: trainer.trainableKeys, specs: specs.unet)
+            let context = trainer.textEncoder.forward(ids: ids, embeddingOverride: trainer.tokens.override)
+            let b = batches[0]
+            _ = trainer.unet.trainingForward(sample: b.latents, timesteps: b.timesteps.map(Float.init), context: context,
+                                             grads: grads, arena: arena)
+            tapeBytes = arena.peakFloats * MemoryLayout<Float>.stride
+            progress(String(format: "UNet training tape: %.2f GiB", gib(tapeBytes!)))
+        }
+        let best = timed.min()!
+        let gflops = flops / best / 1e9
+        return Report(resolution: resolution, batch: batch, prior: prior, samples: samples, trainable: settings.trainable.name,
+                      stepSeconds: best, timedStepSeconds: timed, warmupSeconds: warmup.seconds,
+                      gflop: flops / 1e9, flopsByKind: Dictionary(uniqueKeysWithValues: counted.map { ($0.key.name, $0.value) }),
+                      gflops: gflops, sgemmGflops: sgemm, sgemmGflopsRuns: [sgemmBefore, sgemmAfter], ratioToSgemm: gflops / sgemm,
+                      timeByKindAvailable: false, peakRssBytes: peak, peakRssBeforeStepsBytes: peakBeforeSteps,
+                      rssAfterSetupBytes: rssSetup, rssAfterStepsBytes: rssAfterSteps, weightBytes: weightBytes,
+                      unetTapeBytes: tapeBytes, finalLoss: last.losses.loss, threads: ThreadPool.shared.threadCount)
+    }
+}
+
+private func gib(_ bytes: Int) -> Double { Double(bytes) / Double(1 << 30) }
+
+/// Resident set size of this process now (Linux /proc/self/statm; 0 where it is unavailable).
+func currentRSS() -> Int {
+    guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+    let fields = text.split(separator: " ")
+    guard fields.count > 1, let pages = Int(fields[1]) else { return 0 }
+    return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+}
+
+struct TrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Time of one Custom Diffusion optimizer step (cross-attention K/V + one modifier token) on SD1.5-size models with random weights, against the sgemm throughput measured in the same run.")
+
+    @Option(help: "Image resolution in pixels (latents are 1/8).")
+    var res = 512
+
+    @Option(help: "Instance samples per step.")
+    var batch = 1
+
+    @Option(help: "Timed optimizer steps after a warm-up (the best is reported).")
+    var steps = 3
+
+    @Flag(help: "Prior preservation: each step also has --batch class samples.")
+    var prior = false
+
+    @Flag(help: "Also measure the UNet training tape: one more training forward into an arena of its own, after the timed steps.")
+    var tapeSize = false
+
+    @Flag(help: "Print one JSON object.")
+    var json = false
+
+    func validate() throws {
+        guard res > 0, res % 64 == 0 else { throw ValidationError("--res must be a positive multiple of 64") }
+        guard batch >= 1, steps >= 1 else { throw ValidationError("--batch and --steps must be at least 1") }
+    }
+
+    func run() throws {
+        warnIfDebugBuild()
+        _ = ThreadPool.shared
+        let r = try TrainBenchmark(resolution: res, batch: batch, steps: steps, prior: prior, measureTape: tapeSize).run { line in
+            FileHandle.standardError.write(Data((line + "\n").utf8))
+        }
+        if json {
+            try printJSON(r)
+            return
+        }
+        let kinds = ["conv", "matmul", "attention"].map { $0 + String(format: " %.1f", (r.flopsByKind[$0] ?? 0) / 1e9) }
+        let what = "Training step \(r.resolution)x\(r.resolution), batch \(r.batch)\(r.prior ? " + prior" : "") "
+            + "(\(r.samples) sample\(r.samples == 1 ? "" : "s") through the UNet), trainable \(r.trainable): "
+        print(what + String(format: "%.3f s per optimizer step (best of %d; warm-up %.3f s)",
+                            r.stepSeconds, r.timedStepSeconds.count, r.warmupSeconds))
+        print(String(format: "  %.1f GFLOP per step (", r.gflop) + kinds.joined(separator: ", ")
+              + String(format: "), %.1f GFLOP/s = %.2f x sgemm (%.1f GFLOP/s), %d threads",
+                       r.gflops, r.ratioToSgemm, r.sgemmGflops, r.threads))
+        print(String(format: "  peak RSS %.2f GiB (before the first step %.2f GiB; fp32 parameters %.2f GiB; RSS after setup %.2f GiB, after the steps %.2f GiB)",
+                     gib(r.peakRssBytes), gib(r.peakRssBeforeStepsBytes), gib(r.weightBytes.values.reduce(0, +)),
+                     gib(r.rssAfterSetupBytes), gib(r.rssAfterStepsBytes)))
+        if let tape = r.unetTapeBytes {
+            print(String(format: "  UNet training tape (activations kept for backward) %.2f GiB", gib(tape)))
+        }
+        print("  time by op kind: not available (the kernels count FLOPs but have no per-kind timers)")
+    }
+}
