@@ -39,8 +39,8 @@ let package = Package(
             name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng",
             providers: [.apt(["libpng-dev"])]),
         .systemLibrary(
-            name: "CJPEG", path: "Sources/CJPEG", pkgConfig: "libjpeg",
-            providers: [.apt(["libjpeg-dev"])]),
+            name: "CJPEG", path: "Sources/CJPEG", pkgConfig: "libturbojpeg",
+            providers: [.apt(["libturbojpeg0-dev"])]),
         .systemLibrary(
             name: "CWebP", path: "Sources/CWebP", pkgConfig: "libwebp",
             providers: [.apt(["libwebp-dev"])]),
@@ -52,19 +52,19 @@ let package = Package(
         .target(name: "CDProtocol", dependencies: [.product(name: "TOMLKit", package: "TOMLKit")]),
         .target(
             name: "CDTraining",
-            dependencies: ["CDTensor", "CDModels", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["CDTensor", "CDModels", "CDImages", "CDProtocol", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: kernelFlags),
         .executableTarget(
             name: "cdtrainerd",
             dependencies: [
-                "CDTensor", "CDModels", "CDTraining", "CMPI", "COpenBLAS",
+                "CDTensor", "CDModels", "CDTraining", "CDProtocol", "CMPI", "COpenBLAS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: kernelFlags),
         .testTarget(name: "CDTensorTests", dependencies: ["CDTensor"]),
         .testTarget(name: "CDModelsTests", dependencies: ["CDModels", "CDTensor"]),
         .testTarget(name: "CDTrainingTests", dependencies: ["CDTraining", "CDModels", "CDTensor"]),
-        .testTarget(name: "CDImagesTests", dependencies: ["CDImages"]),
+        .testTarget(name: "CDImagesTests", dependencies: ["CDImages", "CJPEG", "CPNG"], exclude: ["Fixtures"]),
         .testTarget(name: "CDProtocolTests", dependencies: ["CDProtocol"]),
     ]
 )

@@ -1,2 +1,3 @@
-// libwebp's simple decoding API.
+// libwebp's decoding API: WebPGetInfo/WebPGetFeatures for the header, WebPDecode into a buffer the
+// caller owns. Errors come back as VP8StatusCode values (no longjmp).
 #include <webp/decode.h>

@@ -1,0 +1,285 @@
+import CDImages
+import CDModels
+import CDProtocol
+import CDTensor
+import Foundation
+
+/// One job from its spec to its outputs, in this process (`cdtrainerd run`): base model, class
+/// images (generated when missing), instance images, latent cache, training with checkpoints,
+/// validation grids, log, loss plot and final outputs in every requested format.
+///
+/// Output folder:
+///   job.toml                         the spec as run
+///   train_log.jsonl                  one JSON object per optimizer step
+///   loss.svg                         the loss curve (rewritten at every checkpoint and at the end)
+///   samples/step-NNNNNN.png          validation grids (rows: prompts, columns: images)
+///   checkpoints/step-NNNNNN/         state.safetensors + the outputs at that step
+///   diffusers/, a1111/, NAME.concept.safetensors   the final outputs
+/// A checkpoint folder is written under a temporary name and renamed when complete, so an
+/// interrupted run never leaves a half-written checkpoint that `--resume` would pick up.
+public final class JobRunner: @unchecked Sendable {
+    public let spec: JobSpec
+    public let out: URL
+    let log: (String) -> Void
+
+    public init(spec: JobSpec, outputDirectory: URL, log: @escaping (String) -> Void) {
+        self.spec = spec
+        self.out = outputDirectory
+        self.log = log
+    }
+
+    /// What `run` did.
+    public struct Summary: Sendable {
+        public var steps: Int
+        public var finalLoss: Double?
+        public var outputs: [String]
+        public var vaeEncodes: Int
+    }
+
+    /// Runs the job; with `resume`, continues from the newest complete checkpoint in the output folder.
+    @discardableResult
+    public func run(resume: Bool = false) throws -> Summary {
+        let fm = FileManager.default
+        try fm.createDirectory(at: out, withIntermediateDirectories: true)
+        try spec.toTOML().write(to: out.appendingPathComponent("job.toml"), atomically: true, encoding: .utf8)
+        log("loading \(spec.model)")
+        let pipeline = try StableDiffusionPipeline.load(spec.model)
+        let trainer = try makeTrainer(pipeline)
+        let samples = try makeSamples(pipeline, trainer: trainer)
+
+        var history = try resume ? resumeHistory(trainer) : []
+        if !resume { try? fm.removeItem(at: out.appendingPathComponent("train_log.jsonl")) }
+        let logFile = try openLog()
+        defer { try? logFile.close() }
+        let b = spec.batchSize, a = spec.gradientAccumulation
+        let started = Date(), firstStep = trainer.step
+        try trainer.train(until: spec.steps, batches: { k in
+            let indices = Array((k * b)..<((k + 1) * b))
+            return stride(from: 0, to: b, by: b / a).map { samples.batch(Array(indices[$0..<($0 + b / a)]), withPrior: spec.withPriorPreservation) }
+        }) { report in
+            history.append((report.step, report.losses.loss))
+            let done = report.step - firstStep, elapsed = Date().timeIntervalSince(started)
+            let eta = elapsed / Double(done) * Double(spec.steps - report.step)
+            log(String(format: "step %d/%d  loss %.5f  lr %.2e  |g| %.3g  %.2f s/step  ETA %@", report.step, spec.steps,
+                       report.losses.loss, report.update.learningRate, report.update.gradientNorm, report.seconds, Self.duration(eta)))
+            try logFile.write(contentsOf: Data((Self.logLine(report, samplesSeen: trainer.samplesSeen) + "\n").utf8))
+            let last = report.step == spec.steps
+            if report.step % spec.checkpointEvery == 0 || last { try checkpoint(trainer, history: history) }
+            if let v = spec.validation, report.step % v.every == 0 || last { try validate(pipeline, trainer, v, step: report.step) }
+        }
+        let outputs = try writeOutputs(trainer, to: out)
+        try writePlot(history)
+        log("done: \(outputs.joined(separator: ", "))")
+        return Summary(steps: trainer.step, finalLoss: history.last?.1, outputs: outputs, vaeEncodes: samples.encodes)
+    }
+
+    // MARK: - Setup
+
+    func makeTrainer(_ pipeline: StableDiffusionPipeline) throws -> CustomDiffusionTrainer {
+        var s = TrainingSettings()
+        switch spec.train {
+        case .crossattnKV: s.trainable = .crossattnKV
+        case .crossattn: s.trainable = .crossattn
+        case let .patterns(p): s.trainable = .patterns(p)
+        }
+        s.learningRate = spec.learningRate
+        s.embeddingLearningRate = spec.embeddingLearningRate
+        s.scaleLearningRate = spec.scaleLr
+        s.batchSize = spec.batchSize
+        s.gradientAccumulation = spec.gradientAccumulation
+        s.withPriorPreservation = spec.withPriorPreservation
+        s.priorLossWeight = spec.priorLossWeight
+        s.maxGradNorm = spec.maxGradNorm
+        s.adam = AdamW.Hyperparameters(beta1: spec.adamBeta1, beta2: spec.adamBeta2, epsilon: spec.adamEpsilon, weightDecay: spec.adamWeightDecay)
+        switch spec.lrSchedule {
+        case .constantWithWarmup: s.schedule = .constantWithWarmup(warmup: spec.lrWarmupSteps)
+        case .linear: s.schedule = .linear(warmup: spec.lrWarmupSteps, total: spec.steps)
+        case .constant: s.schedule = .constant
+        }
+        s.detachStartToken = spec.detachStartToken
+        guard spec.batchSize % spec.gradientAccumulation == 0 else {
+            throw TrainingError.invalidSetting(field: "gradient_accumulation", reason: "batch_size \(spec.batchSize) does not split into \(spec.gradientAccumulation) equal micro-batches")
+        }
+        let tokens = spec.modifierTokens.map { (name: $0.token, initializer: $0.initializerToken ?? "ktn") }
+        return try CustomDiffusionTrainer(models: pipeline.models, tokenizer: pipeline.tokenizer, tokens: tokens, settings: s)
+    }
+
+    func makeSamples(_ pipeline: StableDiffusionPipeline, trainer: CustomDiffusionTrainer) throws -> TrainingSamples {
+        let res = spec.resolution
+        var instances: [ConceptDataset.Item] = [], classes: [ConceptDataset.Item] = []
+        for (i, c) in spec.concepts.enumerated() {
+            for path in c.instanceImages { instances.append(ConceptDataset.Item(image: try load(path), prompt: c.instancePrompt, source: path)) }
+            guard spec.withPriorPreservation else { continue }
+            let prompt = c.classPrompt ?? ""
+            let folder = c.classImages ?? out.appendingPathComponent("class_images/concept-\(i)").path
+            let files = try ClassImages.ensure(count: c.numClassImages, in: folder, prompt: prompt, pipeline: pipeline, resolution: res,
+                                               seed: spec.seed &+ UInt64(i) &* 1_000_003, progress: log)
+            for path in files {
+                classes.append(ConceptDataset.Item(image: try load(path), prompt: ClassImages.caption(for: path, default: prompt), source: path))
+            }
+        }
+        log("\(instances.count) instance images, \(classes.count) class images")
+        let dataset = ConceptDataset(instances: instances, classes: classes, seed: spec.seed)
+        let factor = pipeline.vaeScaleFactor
+        return TrainingSamples(dataset: dataset,
+                               augmentation: InstanceAugmentation(resolution: res, latentFactor: factor, augment: spec.augment,
+                                                                  hflip: spec.hflip, centerCrop: spec.centerCrop),
+                               classTransform: ClassImageTransform(resolution: res, hflip: spec.hflip, centerCrop: spec.centerCrop),
+                               views: spec.latentCacheViews, vae: pipeline.models.vae, tokenizer: trainer.tokenizer,
+                               trainTimesteps: trainer.noiseSchedule.trainTimesteps, seed: spec.seed)
+    }
+
+    private func load(_ path: String) throws -> RGBImage {
+        let image = try ImageDecoder.decode(path: path)
+        if min(image.width, image.height) < spec.resolution {
+            log("warning: \(path) is \(image.width)x\(image.height), smaller than the resolution \(spec.resolution); it will be upscaled")
+        }
+        return image
+    }
+
+    // MARK: - Checkpoints, resume, outputs
+
+    var checkpointsFolder: URL { out.appendingPathComponent("checkpoints") }
+
+    static func checkpointName(_ step: Int) -> String { String(format: "step-%06d", step) }
+
+    func checkpoint(_ trainer: CustomDiffusionTrainer, history: [(Int, Double)]) throws {
+        let fm = FileManager.default
+        try fm.createDirectory(at: checkpointsFolder, withIntermediateDirectories: true)
+        let final = checkpointsFolder.appendingPathComponent(Self.checkpointName(trainer.step))
+        let partial = checkpointsFolder.appendingPathComponent(".partial-" + Self.checkpointName(trainer.step))
+        try? fm.removeItem(at: partial)
+        try fm.createDirectory(at: partial, withIntermediateDirectories: true)
+        try trainer.saveState(to: partial.appendingPathComponent("state.safetensors").path, metadata: ["job": spec.name])
+        _ = try writeOutputs(trainer, to: partial)
+        try? fm.removeItem(at: final)
+        try fm.moveItem(at: partial, to: final)
+        try writePlot(history)
+        log("checkpoint \(final.path)")
+    }
+
+    /// Restores the newest complete checkpoint; returns the loss history up to it from the log.
+    func resumeHistory(_ trainer: CustomDiffusionTrainer) throws -> [(Int, Double)] {
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: checkpointsFolder.path)) ?? [])
+            .filter { $0.hasPrefix("step-") }.sorted()
+        guard let newest = names.last else {
+            log("no checkpoint in \(checkpointsFolder.path): starting from step 0")
+            return []
+        }
+        try trainer.loadState(from: checkpointsFolder.appendingPathComponent(newest).appendingPathComponent("state.safetensors").path)
+        log("resumed from \(newest) (step \(trainer.step))")
+        // Keep the log lines up to the checkpoint; steps after it are redone.
+        let logURL = out.appendingPathComponent("train_log.jsonl")
+        let lines = ((try? String(contentsOf: logURL, encoding: .utf8)) ?? "").split(separator: "\n")
+        var kept: [String] = [], history: [(Int, Double)] = []
+        for line in lines {
+            guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                  let step = obj["step"] as? Int, step <= trainer.step else { continue }
+            kept.append(String(line))
+            history.append((step, obj["loss"] as? Double ?? .nan))
+        }
+        try (kept.joined(separator: "\n") + (kept.isEmpty ? "" : "\n")).write(to: logURL, atomically: true, encoding: .utf8)
+        return history
+    }
+
+    func writeOutputs(_ trainer: CustomDiffusionTrainer, to folder: URL) throws -> [String] {
+        let settings = (try? JSONEncoder().encode(spec)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+        let concept = trainer.concept(settingsJSON: settings)
+        var written: [String] = []
+        for format in spec.outputs {
+            switch format {
+            case .diffusers:
+                written += try DiffusersConceptFormat.write(concept, to: folder.appendingPathComponent("diffusers")).map(\.path)
+            case .a1111:
+                written += try A1111ConceptFormat.write(concept, name: spec.name, to: folder.appendingPathComponent("a1111")).map(\.path)
+            case .bundle:
+                let url = folder.appendingPathComponent("\(spec.name).concept.safetensors")
+                try ConceptBundle.write(concept, to: url)
+                written.append(url.path)
+            }
+        }
+        return written
+    }
+
+    func writePlot(_ history: [(Int, Double)]) throws {
+        try LossPlot.svg(steps: history.map(\.0), losses: history.map(\.1), title: "\(spec.name): training loss")
+            .write(to: out.appendingPathComponent("loss.svg"), atomically: true, encoding: .utf8)
+    }
+
+    // MARK: - Validation and log
+
+    func validate(_ pipeline: StableDiffusionPipeline, _ trainer: CustomDiffusionTrainer, _ v: ValidationSpec, step: Int) throws {
+        let sampler = ConceptPipeline(pipeline)
+        defer { sampler.reset() }
+        // The trainer's live weights and token rows, without copies.
+        pipeline.models.unet = trainer.unet
+        pipeline.tokenizer = trainer.tokenizer
+        pipeline.tokenEmbeddings = trainer.tokens.names.isEmpty ? nil : trainer.tokens.override
+        var images: [Tensor] = []
+        for prompt in v.prompts {
+            var r = StableDiffusionPipeline.Request(prompt: prompt)
+            r.negativePrompt = v.negativePrompt
+            r.sampler = SamplerKind(rawValue: v.scheduler.rawValue) ?? .dpmSolverPP2M
+            r.steps = v.steps
+            r.guidance = Float(v.guidance)
+            r.eta = Float(v.eta)
+            r.width = v.width
+            r.height = v.height
+            r.count = v.count
+            r.seed = spec.sampleSeed
+            if let problem = pipeline.validate(r) {
+                throw TrainingError.invalidSetting(field: "validation", reason: "prompt '\(prompt)': \(problem)")
+            }
+            images.append(pipeline.generate(r))
+        }
+        let folder = out.appendingPathComponent("samples")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let path = folder.appendingPathComponent(Self.checkpointName(step) + ".png").path
+        try PNGImage.write(Self.grid(images), to: path)
+        log("samples \(path)")
+    }
+
+    /// Rows of images [count, 3, H, W] (one row per prompt) → one image [1, 3, rows·H, count·W].
+    static func grid(_ rows: [Tensor]) -> Tensor {
+        let (n, h, w) = (rows[0].shape[0], rows[0].shape[2], rows[0].shape[3])
+        let out = Tensor(zeros: [1, 3, rows.count * h, n * w])
+        let width = n * w
+        for (r, images) in rows.enumerated() {
+            for i in 0..<n {
+                for c in 0..<3 {
+                    for y in 0..<h {
+                        let src = images.pointer + ((i * 3 + c) * h + y) * w
+                        let dst = out.pointer + (c * rows.count * h + r * h + y) * width + i * w
+                        dst.update(from: src, count: w)
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    private func openLog() throws -> FileHandle {
+        let url = out.appendingPathComponent("train_log.jsonl")
+        if !FileManager.default.fileExists(atPath: url.path) { FileManager.default.createFile(atPath: url.path, contents: nil) }
+        let handle = try FileHandle(forWritingTo: url)
+        try handle.seekToEnd()
+        return handle
+    }
+
+    static func logLine(_ r: CustomDiffusionTrainer.StepReport, samplesSeen: Int) -> String {
+        var fields: [String: Any] = ["step": r.step, "loss": r.losses.loss, "instance_loss": r.losses.instance,
+                                     "grad_norm": r.update.gradientNorm, "clip_coef": r.update.clipCoefficient,
+                                     "lr": r.update.learningRate, "embedding_lr": r.update.embeddingLearningRate,
+                                     "seconds": r.seconds, "samples_seen": samplesSeen,
+                                     "time": ISO8601DateFormatter().string(from: Date())]
+        if let p = r.losses.prior { fields["prior_loss"] = p }
+        let data = (try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    static func duration(_ seconds: Double) -> String {
+        guard seconds.isFinite, seconds >= 0 else { return "?" }
+        let s = Int(seconds)
+        return s >= 3600 ? "\(s / 3600)h\(s % 3600 / 60)m" : s >= 60 ? "\(s / 60)m\(s % 60)s" : "\(s)s"
+    }
+}
