@@ -61,9 +61,11 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: kernelFlags),
+        // Fixture lookup and parity expectations shared by the model and training tests.
+        .target(name: "CDTestSupport", dependencies: ["CDTensor"], path: "Tests/CDTestSupport"),
         .testTarget(name: "CDTensorTests", dependencies: ["CDTensor"]),
-        .testTarget(name: "CDModelsTests", dependencies: ["CDModels", "CDTensor"]),
-        .testTarget(name: "CDTrainingTests", dependencies: ["CDTraining", "CDModels", "CDTensor"]),
+        .testTarget(name: "CDModelsTests", dependencies: ["CDModels", "CDTensor", "CDTestSupport"]),
+        .testTarget(name: "CDTrainingTests", dependencies: ["CDTraining", "CDModels", "CDTensor", "CDTestSupport"]),
         .testTarget(name: "CDImagesTests", dependencies: ["CDImages", "CJPEG", "CPNG"], exclude: ["Fixtures"]),
         .testTarget(name: "CDProtocolTests", dependencies: ["CDProtocol"]),
     ]

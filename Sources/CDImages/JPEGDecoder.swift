@@ -86,17 +86,45 @@ enum JPEGDecoder {
          "Inconsistent progression sequence", "bad ICC marker"].contains { m.contains($0) }
     }
 
-    enum StructureEnd { case endOfImage, endOfData, malformed }
+    enum StructureEnd { case endOfImage, firstScan, endOfData, malformed }
 
-    /// Walks the whole file — marker segments and the entropy-coded data after each SOS — to the
-    /// EOI marker; a file that runs out first is truncated whatever libjpeg's last message says.
+    /// Whether the file reaches its EOI marker: a file that runs out first is truncated,
+    /// whatever libjpeg's last message says.
     static func structure(_ d: [UInt8]) -> StructureEnd {
+        walk(d, stopAtFirstScan: false) { _, _ in }
+    }
+
+    /// APP1 Exif / XMP segments before the first scan, as Pillow collects them.
+    static func metadata(_ d: [UInt8]) -> OrientationMetadata {
+        var meta = OrientationMetadata()
+        let xmpID = Array("http://ns.adobe.com/xap/1.0/\0".utf8)
+        walk(d, stopAtFirstScan: true) { marker, payload in
+            guard marker == 0xE1 else { return }
+            if OrientationMetadata.hasPrefix(payload, OrientationMetadata.exifPrefix) {
+                if meta.exif == nil {
+                    meta.exif = payload
+                } else {
+                    meta.exifContinuation += payload.dropFirst(6)
+                }
+            } else if OrientationMetadata.hasPrefix(payload, xmpID) {
+                meta.xmp = payload.dropFirst(xmpID.count)
+            }
+        }
+        return meta
+    }
+
+    /// Walks the marker segments after SOI, calling `body(marker, payload)` for each, and (unless
+    /// stopping at the first SOS) the entropy-coded data after each SOS, to EOI. Says how it ended.
+    @discardableResult
+    static func walk(
+        _ d: [UInt8], stopAtFirstScan: Bool, _ body: (UInt8, ArraySlice<UInt8>) -> Void
+    ) -> StructureEnd {
         var i = 2
         while true {
             guard i < d.count else { return .endOfData }
             guard d[i] == 0xFF else { return .malformed }
             var m: UInt8 = 0xFF
-            while m == 0xFF {
+            while m == 0xFF {  // the marker byte, after any fill bytes
                 i += 1
                 guard i < d.count else { return .endOfData }
                 m = d[i]
@@ -109,66 +137,19 @@ enum JPEGDecoder {
             let len = Int(d[i]) << 8 | Int(d[i + 1])
             guard len >= 2 else { return .malformed }
             guard i + len <= d.count else { return .endOfData }
+            if m == 0xDA && stopAtFirstScan { return .firstScan }
+            body(m, d[(i + 2)..<(i + len)])
             i += len
             if m == 0xDA {
-                // Entropy-coded data: 0xFF is followed by a stuffed 0x00 or a restart marker
-                // inside it; anything else is the next marker.
+                // Entropy-coded data: inside it 0xFF is followed by a stuffed 0x00, a restart
+                // marker or a fill byte; anything else starts the next marker.
                 while true {
                     guard i + 1 < d.count else { return .endOfData }
-                    if d[i] == 0xFF && d[i + 1] != 0 && !(0xD0...0xD7).contains(d[i + 1]) && d[i + 1] != 0xFF { break }
+                    let next = d[i + 1]
+                    if d[i] == 0xFF && next != 0 && next != 0xFF && !(0xD0...0xD7).contains(next) { break }
                     i += 1
                 }
             }
-        }
-    }
-
-    /// APP1 Exif / XMP segments before the first scan, as Pillow collects them.
-    static func metadata(_ d: [UInt8]) -> OrientationMetadata {
-        var meta = OrientationMetadata()
-        let xmpID = Array("http://ns.adobe.com/xap/1.0/\0".utf8)
-        walkSegments(d) { marker, payload in
-            guard marker == 0xE1 else { return true }
-            if OrientationMetadata.hasPrefix(payload, OrientationMetadata.exifPrefix) {
-                if meta.exif == nil {
-                    meta.exif = payload
-                } else {
-                    meta.exifContinuation += payload.dropFirst(6)
-                }
-            } else if OrientationMetadata.hasPrefix(payload, xmpID) {
-                meta.xmp = payload.dropFirst(xmpID.count)
-            }
-            return true
-        }
-        return meta
-    }
-
-    enum WalkEnd { case stopped, scan, endOfData, badMarker }
-
-    /// Calls `body(marker, payload)` for each marker segment after SOI up to the first SOS/EOI;
-    /// `body` returns false to stop. Says how the walk ended.
-    @discardableResult
-    static func walkSegments(_ d: [UInt8], _ body: (UInt8, ArraySlice<UInt8>) -> Bool) -> WalkEnd {
-        var i = 2
-        while true {
-            guard i < d.count else { return .endOfData }
-            guard d[i] == 0xFF else { return .badMarker }
-            var m: UInt8 = 0xFF
-            while m == 0xFF {  // the marker byte, after any fill bytes
-                i += 1
-                guard i < d.count else { return .endOfData }
-                m = d[i]
-            }
-            i += 1
-            if m == 0xD9 { return .scan }
-            if (0xD0...0xD7).contains(m) || m == 0x01 { continue }
-            if m == 0x00 || m == 0xD8 { return .badMarker }
-            guard i + 2 <= d.count else { return .endOfData }
-            let len = Int(d[i]) << 8 | Int(d[i + 1])
-            guard len >= 2 else { return .badMarker }
-            guard i + len <= d.count else { return .endOfData }
-            if m == 0xDA { return .scan }
-            if !body(m, d[(i + 2)..<(i + len)]) { return .stopped }
-            i += len
         }
     }
 }

@@ -1,3 +1,4 @@
+import CDTestSupport
 import Foundation
 import Testing
 @testable import CDModels

@@ -1,3 +1,4 @@
+import CDTestSupport
 import CDTensor
 import Foundation
 import Testing

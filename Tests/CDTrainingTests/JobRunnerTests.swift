@@ -1,3 +1,4 @@
+import CDTestSupport
 import CDImages
 import CDModels
 import CDProtocol

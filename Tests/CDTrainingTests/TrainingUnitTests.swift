@@ -1,3 +1,4 @@
+import CDTestSupport
 import CDModels
 import CDTensor
 import CDTraining

@@ -3,7 +3,7 @@ import Testing
 
 /// Expects max |actual − expected| ≤ tolerance · max |expected| (the parity measure of the model
 /// issues); the message prints both so a failure says how far off it is.
-func expectParity(_ actual: Tensor, _ expected: Tensor, _ what: String, tolerance: Float = 1e-4,
+public func expectParity(_ actual: Tensor, _ expected: Tensor, _ what: String, tolerance: Float = 1e-4,
                   sourceLocation: SourceLocation = #_sourceLocation) {
     #expect(actual.count == expected.count, "\(what): \(actual.shape) vs expected \(expected.shape)", sourceLocation: sourceLocation)
     guard actual.count == expected.count else { return }
