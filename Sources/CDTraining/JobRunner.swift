@@ -164,6 +164,7 @@ public final class JobRunner: @unchecked Sendable {
             .filter { $0.hasPrefix("step-") }.sorted()
         guard let newest = names.last else {
             log("no checkpoint in \(checkpointsFolder.path): starting from step 0")
+            try? FileManager.default.removeItem(at: out.appendingPathComponent("train_log.jsonl"))
             return []
         }
         try trainer.loadState(from: checkpointsFolder.appendingPathComponent(newest).appendingPathComponent("state.safetensors").path)
