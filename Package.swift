@@ -27,6 +27,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
     ],
     targets: [
         .systemLibrary(
@@ -50,17 +51,29 @@ let package = Package(
             resources: [.copy("Resources/clip-merges.txt")], swiftSettings: kernelFlags),
         .target(name: "CDImages", dependencies: ["CPNG", "CJPEG", "CWebP"], swiftSettings: kernelFlags + [debugOptimized]),
         .target(name: "CDProtocol", dependencies: [.product(name: "TOMLKit", package: "TOMLKit")]),
+        // Data parallelism: the Communicator protocol (pure Swift) and its OpenMPI implementation,
+        // the only code that imports CMPI besides `cdtrainerd version`.
+        .target(name: "CDDistributed"),
+        .target(name: "CDDistributedMPI", dependencies: ["CDDistributed", "CMPI"]),
         .target(
             name: "CDTraining",
-            dependencies: ["CDTensor", "CDModels", "CDImages", "CDProtocol", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["CDTensor", "CDModels", "CDImages", "CDProtocol", "CDDistributed", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: kernelFlags),
         .executableTarget(
             name: "cdtrainerd",
             dependencies: [
-                "CDTensor", "CDModels", "CDTraining", "CDProtocol", "CMPI", "COpenBLAS",
+                "CDTensor", "CDModels", "CDTraining", "CDProtocol", "CMPI", "COpenBLAS", "CDDistributed", "CDDistributedMPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: kernelFlags),
+        // Daemon state: job store (SQLite via GRDB), blob store; never the numeric targets.
+        .target(
+            name: "CDServer",
+            dependencies: [
+                "CDProtocol",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]),
         // Fixture lookup and parity expectations shared by the model and training tests.
         .target(name: "CDTestSupport", dependencies: ["CDTensor"], path: "Tests/CDTestSupport"),
         .testTarget(name: "CDTensorTests", dependencies: ["CDTensor"]),
@@ -68,5 +81,11 @@ let package = Package(
         .testTarget(name: "CDTrainingTests", dependencies: ["CDTraining", "CDModels", "CDTensor", "CDTestSupport"]),
         .testTarget(name: "CDImagesTests", dependencies: ["CDImages", "CJPEG", "CPNG"], exclude: ["Fixtures"]),
         .testTarget(name: "CDProtocolTests", dependencies: ["CDProtocol"]),
+        .testTarget(
+            name: "CDDistributedTests",
+            dependencies: ["CDDistributed", "CDTraining", "CDProtocol", "CDModels", "CDTensor", "CDTestSupport"]),
+        .testTarget(
+            name: "CDServerTests",
+            dependencies: ["CDServer", "CDProtocol", .product(name: "GRDB", package: "GRDB.swift")]),
     ]
 )

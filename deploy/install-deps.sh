@@ -2,10 +2,10 @@
 # Installs the Debian/Ubuntu packages cdtrainer builds and runs against, when any is missing:
 # OpenBLAS (numerics), OpenMPI (the training world), libpng/libjpeg-turbo (TurboJPEG)/libwebp (images),
 # pkg-config (SwiftPM finds them through it).
-# The Swift toolchain (6.0 or later) is not a Debian package; it must already be on PATH.
+# The Swift toolchain (6.1 or later) is not a Debian package; it must already be on PATH.
 set -euo pipefail
 
-packages=(libopenblas-dev libopenmpi-dev openmpi-bin libpng-dev libturbojpeg0-dev libwebp-dev pkg-config)
+packages=(libopenblas-dev libopenmpi-dev openmpi-bin libpng-dev libturbojpeg0-dev libwebp-dev libsqlite3-dev pkg-config)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -23,6 +23,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if ! command -v swift >/dev/null; then
-    echo "error: no 'swift' on PATH. Install Swift 6.0 or later from swift.org (Linux toolchain) and retry." >&2
+    echo "error: no 'swift' on PATH. Install Swift 6.1 or later from swift.org (Linux toolchain) and retry." >&2
     exit 1
 fi

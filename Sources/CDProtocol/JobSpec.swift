@@ -57,7 +57,8 @@ public struct JobSpec: Codable, Sendable, Equatable {
     /// Instance images per optimizer step, global over all ranks and accumulated micro-batches
     /// (each comes with one class image when prior preservation is on).
     public var batchSize: Int = JobDefaults.batchSize
-    /// Micro-batches per optimizer step on each rank.
+    /// Forward/backward passes run in micro-batches of `batchSize / gradientAccumulation` samples
+    /// (its divisor; bounds the memory of one pass); over N ranks each rank runs its share in such micro-batches.
     public var gradientAccumulation: Int = JobDefaults.gradientAccumulation
     /// Learning rate of the UNet tensors (before `scaleLr`).
     public var learningRate: Double = JobDefaults.learningRate

@@ -1,3 +1,4 @@
+import CDDistributed
 import CDImages
 import CDModels
 import CDProtocol
@@ -20,19 +21,31 @@ import Foundation
 public final class JobRunner: @unchecked Sendable {
     public let spec: JobSpec
     public let out: URL
+    /// The world this job runs on: the global batch of each step is split over its ranks.
+    public let world: Communicator
+    /// Progress lines; rank 0's only (the other ranks report nothing but thrown errors).
     let log: (String) -> Void
 
-    public init(spec: JobSpec, outputDirectory: URL, log: @escaping (String) -> Void) {
+    /// Under data parallelism (`communicator` of several ranks) every rank builds the same runner
+    /// with the same spec and output folder: rank 0 writes every file (log, checkpoints, samples,
+    /// outputs, generated class images) and prints progress; the others train their share of each
+    /// global batch. Per-sample randomness comes from (seed, global sample index), so the sample
+    /// stream, and the result up to floating-point summation order, do not depend on the world size.
+    public init(spec: JobSpec, outputDirectory: URL, communicator: Communicator = SingleProcessCommunicator(),
+                log: @escaping (String) -> Void) {
         self.spec = spec
         self.out = outputDirectory
-        self.log = log
+        self.world = communicator
+        self.log = communicator.rank == 0 ? log : { _ in }
     }
 
     /// What `run` did.
     public struct Summary: Sendable {
         public var steps: Int
         public var finalLoss: Double?
+        /// Files written (rank 0; empty on the other ranks).
         public var outputs: [String]
+        /// VAE encodes of this rank.
         public var vaeEncodes: Int
     }
 
@@ -40,36 +53,59 @@ public final class JobRunner: @unchecked Sendable {
     @discardableResult
     public func run(resume: Bool = false) throws -> Summary {
         let fm = FileManager.default
-        try fm.createDirectory(at: out, withIntermediateDirectories: true)
-        try spec.toTOML().write(to: out.appendingPathComponent("job.toml"), atomically: true, encoding: .utf8)
-        log("loading \(spec.model)")
+        let lead = world.isLead
+        if lead {
+            try fm.createDirectory(at: out, withIntermediateDirectories: true)
+            try spec.toTOML().write(to: out.appendingPathComponent("job.toml"), atomically: true, encoding: .utf8)
+        }
+        log("loading \(spec.model)" + (world.size > 1 ? " (\(world.size) ranks)" : ""))
         let pipeline = try StableDiffusionPipeline.load(spec.model)
         let trainer = try makeTrainer(pipeline)
         let samples = try makeSamples(pipeline, trainer: trainer)
 
-        var history = try resume ? resumeHistory(trainer) : []
-        if !resume { try? fm.removeItem(at: out.appendingPathComponent("train_log.jsonl")) }
-        let logFile = try openLog()
-        defer { try? logFile.close() }
-        let b = spec.batchSize, a = spec.gradientAccumulation
+        var history = try lead && resume ? resumeHistory(trainer) : []
+        if lead && !resume { try? fm.removeItem(at: out.appendingPathComponent("train_log.jsonl")) }
+        // Every rank starts from rank 0's parameters (and, after a resume, its moments and position).
+        try trainer.broadcastState(root: 0, over: world)
+        let logFile = lead ? try openLog() : nil
+        defer { try? logFile?.close() }
+        let parallel = DataParallelStep(trainer: trainer, communicator: world)
+        let b = spec.batchSize, micro = spec.batchSize / spec.gradientAccumulation
+        let share = BatchShare.range(rank: world.rank, size: world.size, total: b)
         let started = Date(), firstStep = trainer.step
-        try trainer.train(until: spec.steps, batches: { k in
-            let indices = Array((k * b)..<((k + 1) * b))
-            return stride(from: 0, to: b, by: b / a).map { samples.batch(Array(indices[$0..<($0 + b / a)]), withPrior: spec.withPriorPreservation) }
-        }) { report in
+        while trainer.step < spec.steps {
+            // Global samples k·B ..< (k+1)·B; this rank's contiguous share, in micro-batches of at most B / accumulation.
+            let k = trainer.step
+            let indices = share.map { k * b + $0 }
+            let batches = stride(from: 0, to: indices.count, by: micro).map {
+                samples.batch(Array(indices[$0..<min($0 + micro, indices.count)]), withPrior: spec.withPriorPreservation)
+            }
+            let result = try parallel.step(batches, globalBatch: b)
+            let report = result.step
+            let last = report.step == spec.steps, checkpointing = report.step % spec.checkpointEvery == 0 || last
+            if checkpointing, try parallel.verifyIdentical() > 0 {
+                log("warning: some ranks' weights differed from rank 0's at step \(report.step); copied rank 0's to all")
+            }
+            guard lead, let logFile else { continue }
             history.append((report.step, report.losses.loss))
             let done = report.step - firstStep, elapsed = Date().timeIntervalSince(started)
             let eta = elapsed / Double(done) * Double(spec.steps - report.step)
-            log(String(format: "step %d/%d  loss %.5f  lr %.2e  |g| %.3g  %.2f s/step  ETA %@", report.step, spec.steps,
-                       report.losses.loss, report.update.learningRate, report.update.gradientNorm, report.seconds, Self.duration(eta)))
-            try logFile.write(contentsOf: Data((Self.logLine(report, samplesSeen: trainer.samplesSeen) + "\n").utf8))
-            let last = report.step == spec.steps
-            if report.step % spec.checkpointEvery == 0 || last { try checkpoint(trainer, history: history) }
+            let comm = world.size > 1 ? String(format: "  allreduce %.1f ms", result.allreduceSeconds * 1000) : ""
+            log(String(format: "step %d/%d  loss %.5f  lr %.2e  |g| %.3g  %.2f s/step%@  ETA %@", report.step, spec.steps,
+                       report.losses.loss, report.update.learningRate, report.update.gradientNorm, report.seconds, comm, Self.duration(eta)))
+            try logFile.write(contentsOf: Data((Self.logLine(report, samplesSeen: trainer.samplesSeen,
+                                                             allreduceSeconds: result.allreduceSeconds, ranks: world.size) + "\n").utf8))
+            if checkpointing { try checkpoint(trainer, history: history) }
             if let v = spec.validation, report.step % v.every == 0 || last { try validate(pipeline, trainer, v, step: report.step) }
         }
-        let outputs = try writeOutputs(trainer, to: out)
-        try writePlot(history)
-        log("done: \(outputs.joined(separator: ", "))")
+        var outputs: [String] = []
+        if lead {
+            outputs = try writeOutputs(trainer, to: out)
+            try writePlot(history)
+            log("done: \(outputs.joined(separator: ", "))")
+        }
+        // The other ranks end when rank 0's files are written (a failure there aborts the world).
+        try world.barrier()
         return Summary(steps: trainer.step, finalLoss: history.last?.1, outputs: outputs, vaeEncodes: samples.encodes)
     }
 
@@ -107,15 +143,29 @@ public final class JobRunner: @unchecked Sendable {
     func makeSamples(_ pipeline: StableDiffusionPipeline, trainer: CustomDiffusionTrainer) throws -> TrainingSamples {
         let res = spec.resolution
         var instances: [ConceptDataset.Item] = [], classes: [ConceptDataset.Item] = []
-        for (i, c) in spec.concepts.enumerated() {
+        for c in spec.concepts {
             for path in c.instanceImages { instances.append(ConceptDataset.Item(image: try load(path), prompt: c.instancePrompt, source: path)) }
-            guard spec.withPriorPreservation else { continue }
-            let prompt = c.classPrompt ?? ""
-            let folder = c.classImages ?? out.appendingPathComponent("class_images/concept-\(i)").path
-            let files = try ClassImages.ensure(count: c.numClassImages, in: folder, prompt: prompt, pipeline: pipeline, resolution: res,
-                                               seed: spec.seed &+ UInt64(i) &* 1_000_003, progress: log)
-            for path in files {
-                classes.append(ConceptDataset.Item(image: try load(path), prompt: ClassImages.caption(for: path, default: prompt), source: path))
+        }
+        // Rank 0 generates the missing class images; the others wait, then every rank reads the folders.
+        if spec.withPriorPreservation {
+            if world.isLead {
+                for (i, c) in spec.concepts.enumerated() {
+                    _ = try ClassImages.ensure(count: c.numClassImages, in: classFolder(i), prompt: c.classPrompt ?? "", pipeline: pipeline,
+                                               resolution: res, seed: spec.seed &+ UInt64(i) &* 1_000_003, progress: log)
+                }
+            }
+            try world.barrier()
+            for (i, c) in spec.concepts.enumerated() {
+                let prompt = c.classPrompt ?? "", folder = classFolder(i)
+                let files = ClassImages.files(in: folder).prefix(c.numClassImages)
+                guard files.count == c.numClassImages else {
+                    throw TrainingError.invalidSetting(
+                        field: "concept[\(i)].class_images",
+                        reason: "rank \(world.rank) finds \(files.count) of \(c.numClassImages) class images in \(folder); rank 0 writes them there, so every rank needs that folder (a shared file system, or class images copied to the same path on every node)")
+                }
+                for path in files {
+                    classes.append(ConceptDataset.Item(image: try load(path), prompt: ClassImages.caption(for: path, default: prompt), source: path))
+                }
             }
         }
         log("\(instances.count) instance images, \(classes.count) class images")
@@ -127,6 +177,11 @@ public final class JobRunner: @unchecked Sendable {
                                classTransform: ClassImageTransform(resolution: res, hflip: spec.hflip, centerCrop: spec.centerCrop),
                                views: spec.latentCacheViews, vae: pipeline.models.vae, tokenizer: trainer.tokenizer,
                                trainTimesteps: trainer.noiseSchedule.trainTimesteps, seed: spec.seed)
+    }
+
+    /// Concept i's class-image folder: the job's, or one in the output folder.
+    func classFolder(_ i: Int) -> String {
+        spec.concepts[i].classImages ?? out.appendingPathComponent("class_images/concept-\(i)").path
     }
 
     private func load(_ path: String) throws -> RGBImage {
@@ -267,11 +322,12 @@ public final class JobRunner: @unchecked Sendable {
         return handle
     }
 
-    static func logLine(_ r: CustomDiffusionTrainer.StepReport, samplesSeen: Int) -> String {
+    static func logLine(_ r: CustomDiffusionTrainer.StepReport, samplesSeen: Int, allreduceSeconds: Double = 0, ranks: Int = 1) -> String {
         var fields: [String: Any] = ["step": r.step, "loss": r.losses.loss, "instance_loss": r.losses.instance,
                                      "grad_norm": r.update.gradientNorm, "clip_coef": r.update.clipCoefficient,
                                      "lr": r.update.learningRate, "embedding_lr": r.update.embeddingLearningRate,
                                      "seconds": r.seconds, "samples_seen": samplesSeen,
+                                     "allreduce_seconds": allreduceSeconds, "ranks": ranks,
                                      "time": ISO8601DateFormatter().string(from: Date())]
         if let p = r.losses.prior { fields["prior_loss"] = p }
         let data = (try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])) ?? Data("{}".utf8)

@@ -10,7 +10,7 @@ public struct TrainingSettings: Sendable, Equatable {
     public var scaleLearningRate = false
     /// Instance images per optimizer step, over all ranks and accumulated micro-batches.
     public var batchSize = 1
-    /// Micro-batches per optimizer step on each rank (their gradients are averaged).
+    /// Micro-batches of `batchSize / gradientAccumulation` samples per pass (their gradients are averaged).
     public var gradientAccumulation = 1
     public var withPriorPreservation = true
     public var priorLossWeight: Double = 1

@@ -1,12 +1,23 @@
 import ArgumentParser
+import CDDistributed
+import CDDistributedMPI
 import CDProtocol
+import CDTensor
 import CDTraining
 import Foundation
 
 struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
-        abstract: "Run one Custom Diffusion job (a TOML job file) in this process: checkpoints, samples, log and outputs in --out.")
+        abstract: "Run one Custom Diffusion job (a TOML job file): checkpoints, samples, log and outputs in --out.",
+        discussion: """
+            Under `mpirun -n N` the N processes train the job data-parallel: each takes its share of \
+            every global batch, the gradients are summed with one MPI allreduce per step, and rank 0 \
+            alone writes files and prints progress. Give every rank the same job file and --out \
+            (rank 0's generated class images must be readable by all ranks at that path). Use \
+            `--bind-to none`: OpenMPI otherwise pins each rank to one core. Ranks sharing a node \
+            split its cores unless CD_NUM_THREADS is set.
+            """)
 
     @Argument(help: "The job file (TOML).")
     var job: String
@@ -18,11 +29,33 @@ struct RunCommand: ParsableCommand {
     var resume = false
 
     func run() throws {
-        let spec = try JobSpec.load(path: job)
-        let runner = JobRunner(spec: spec, outputDirectory: URL(fileURLWithPath: out, isDirectory: true)) { line in
-            FileHandle.standardError.write(Data((line + "\n").utf8))
+        // A process started by mpirun joins the MPI world (initialized here, on the main thread,
+        // which makes every MPI call of this command). Started directly, it is a world of one
+        // without MPI (OpenMPI 4.1 could make a singleton world, but that forks a helper daemon
+        // for nothing).
+        let mpi = MPICommunicator.launchedByMPI ? try MPICommunicator() : nil
+        let world: Communicator = mpi ?? SingleProcessCommunicator()
+        defer { mpi?.finalize() }
+        // Ranks on one node share its cores (before the thread pool is created).
+        let perNode = MPICommunicator.localSize
+        if perNode > 1, ProcessInfo.processInfo.environment["CD_NUM_THREADS"] == nil {
+            setenv("CD_NUM_THREADS", String(max(1, ThreadPool.defaultThreadCount / perNode)), 1)
         }
-        let summary = try runner.run(resume: resume)
-        for path in summary.outputs { print(path) }
+        do {
+            let spec = try JobSpec.load(path: job)
+            let runner = JobRunner(spec: spec, outputDirectory: URL(fileURLWithPath: out, isDirectory: true), communicator: world) { line in
+                FileHandle.standardError.write(Data((line + "\n").utf8))
+            }
+            let summary = try runner.run(resume: resume)
+            for path in summary.outputs { print(path) }
+        } catch {
+            // One rank's failure (a checkpoint that cannot be written, an unreadable image) leaves
+            // the others waiting in a collective: end the whole world.
+            if let mpi, mpi.size > 1 {
+                FileHandle.standardError.write(Data("cdtrainerd run (rank \(mpi.rank) of \(mpi.size)): error: \(error)\n".utf8))
+                mpi.abort(code: 1)
+            }
+            throw error
+        }
     }
 }
