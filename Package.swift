@@ -28,6 +28,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
     ],
     targets: [
         .systemLibrary(
@@ -73,6 +74,7 @@ let package = Package(
                 "CDProtocol",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Hummingbird", package: "hummingbird"),
             ]),
         // Fixture lookup and parity expectations shared by the model and training tests.
         .target(name: "CDTestSupport", dependencies: ["CDTensor"], path: "Tests/CDTestSupport"),
@@ -86,6 +88,10 @@ let package = Package(
             dependencies: ["CDDistributed", "CDTraining", "CDProtocol", "CDModels", "CDTensor", "CDTestSupport"]),
         .testTarget(
             name: "CDServerTests",
-            dependencies: ["CDServer", "CDProtocol", .product(name: "GRDB", package: "GRDB.swift")]),
+            dependencies: [
+                "CDServer", "CDProtocol", .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]),
     ]
 )
