@@ -1,3 +1,4 @@
+import CDProtocol
 import Crypto
 import Foundation
 

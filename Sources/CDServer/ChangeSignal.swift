@@ -1,3 +1,4 @@
+import CDProtocol
 import Foundation
 
 /// A counter that writers bump and readers wait on: lets a streaming endpoint sleep until the

@@ -113,6 +113,7 @@ public enum BlobStoreError: ServerError, Equatable {
 }
 
 #if canImport(Glibc)
+import CDProtocol
 import Glibc
 #elseif canImport(Musl)
 import Musl

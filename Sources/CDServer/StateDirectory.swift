@@ -1,3 +1,4 @@
+import CDProtocol
 import Foundation
 
 #if canImport(Glibc)

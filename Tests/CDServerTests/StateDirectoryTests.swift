@@ -1,3 +1,4 @@
+import CDProtocol
 import Foundation
 import Testing
 @testable import CDServer

@@ -1,4 +1,3 @@
-import CDProtocol
 import Foundation
 
 /// Where a job is in its life.
@@ -74,6 +73,27 @@ public struct Job: Codable, Sendable, Equatable {
     public var error: String?
     /// A cancel was asked for while it ran; the trainer stops at the next step boundary.
     public var cancelRequested: Bool
+
+    public init(id: String, number: Int, name: String, spec: JobSpec, state: JobState, submissionID: String?,
+                createdAt: Date, updatedAt: Date, startedAt: Date?, finishedAt: Date?, step: Int, totalSteps: Int,
+                lastCheckpointStep: Int?, lastLoss: Double?, error: String?, cancelRequested: Bool) {
+        self.id = id
+        self.number = number
+        self.name = name
+        self.spec = spec
+        self.state = state
+        self.submissionID = submissionID
+        self.createdAt = createdAt
+        self.updatedAt = updatedAt
+        self.startedAt = startedAt
+        self.finishedAt = finishedAt
+        self.step = step
+        self.totalSteps = totalSteps
+        self.lastCheckpointStep = lastCheckpointStep
+        self.lastLoss = lastLoss
+        self.error = error
+        self.cancelRequested = cancelRequested
+    }
 
     enum CodingKeys: String, CodingKey {
         case id, number, name, spec, state

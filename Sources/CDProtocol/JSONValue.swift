@@ -136,9 +136,9 @@ extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, Ex
 
 extension JSONValue {
     /// `.string(s)` or `.null`.
-    static func optional(_ s: String?) -> JSONValue { s.map { .string($0) } ?? .null }
+    public static func optional(_ s: String?) -> JSONValue { s.map { .string($0) } ?? .null }
     /// `.double(d)` or `.null`.
-    static func optional(_ d: Double?) -> JSONValue { d.map { .double($0) } ?? .null }
+    public static func optional(_ d: Double?) -> JSONValue { d.map { .double($0) } ?? .null }
     /// `.int(i)` or `.null`.
-    static func optional(_ i: Int?) -> JSONValue { i.map { .int($0) } ?? .null }
+    public static func optional(_ i: Int?) -> JSONValue { i.map { .int($0) } ?? .null }
 }
