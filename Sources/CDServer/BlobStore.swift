@@ -113,18 +113,7 @@ public struct BlobStore: Sendable {
         guard Int(st.st_size) <= maxBlobSize else { throw BlobStoreError.tooLarge(limit: maxBlobSize) }
         let w = try makeWriter()
         do {
-            let chunk = 1 << 20
-            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 16)
-            defer { buffer.deallocate() }
-            while true {
-                let n = read(fd, buffer.baseAddress, chunk)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw BlobStoreError.io(path: path, operation: "read", errno: errno)
-                }
-                if n == 0 { break }
-                try w.write(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
-            }
+            try Self.readChunks(fd, path: path) { try w.write($0) }
             return try w.finish()
         } catch {
             w.abort()
@@ -139,12 +128,8 @@ public struct BlobStore: Sendable {
         return try Self.hashFile(p) == sha
     }
 
-    /// SHA-256 (hex) of a file, read in chunks.
-    static func hashFile(_ path: String) throws -> String {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw BlobStoreError.io(path: path, operation: "open", errno: errno) }
-        defer { close(fd) }
-        var hasher = SHA256()
+    /// Reads `fd` (opened from `path`, named in errors) to its end in 1 MiB chunks, retrying EINTR.
+    static func readChunks(_ fd: Int32, path: String, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
         let chunk = 1 << 20
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 16)
         defer { buffer.deallocate() }
@@ -154,9 +139,18 @@ public struct BlobStore: Sendable {
                 if errno == EINTR { continue }
                 throw BlobStoreError.io(path: path, operation: "read", errno: errno)
             }
-            if n == 0 { break }
-            hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+            if n == 0 { return }
+            try body(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
         }
+    }
+
+    /// SHA-256 (hex) of a file, read in chunks.
+    static func hashFile(_ path: String) throws -> String {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw BlobStoreError.io(path: path, operation: "open", errno: errno) }
+        defer { close(fd) }
+        var hasher = SHA256()
+        try readChunks(fd, path: path) { hasher.update(bufferPointer: $0) }
         return hex(hasher.finalize())
     }
 
