@@ -17,6 +17,7 @@ import Foundation
 /// | `GET /v1/jobs/{id}/checkpoints` | | 200 `[CheckpointInfo]` |
 /// | `GET /v1/jobs/{id}/checkpoints/{step}/files` | | 200 `[CheckpointFile]` |
 /// | `GET /v1/jobs/{id}/checkpoints/{step}/files/{path…}` | | 200 the file (`application/octet-stream`) |
+/// | `POST /v1/jobs/{id}/samples` | `SampleRequest` | 200 a PNG (`image/png`; several images side by side); 404 no checkpoint; 422 bad values; 503 no sampler |
 /// | `GET /v1/health` | | 200 `HealthResponse` (no token needed) |
 /// | `GET /metrics` | | 200 Prometheus text |
 ///
@@ -48,6 +49,7 @@ public enum APIPaths {
             .joined(separator: "/")
         return "/v1/jobs/\(id)/checkpoints/\(step)/files/\(encoded)"
     }
+    public static func samples(_ id: String) -> String { "/v1/jobs/\(id)/samples" }
     public static func jobs(states: [String] = [], limit: Int? = nil) -> String {
         var q: [String] = []
         if !states.isEmpty { q.append("state=" + states.joined(separator: ",")) }
@@ -80,6 +82,47 @@ public struct SubmitJobRequest: Codable, Sendable, Equatable {
         spec = try c.decode(JobSpec.self, forKey: .spec)
         blobs = try c.decodeIfPresent([String: String].self, forKey: .blobs) ?? [:]
         submissionID = try c.decodeIfPresent(String.self, forKey: .submissionID)
+    }
+}
+
+/// `POST /v1/jobs/{id}/samples`: images from the base model with a checkpoint of the job applied.
+/// Unset fields take the daemon's sampling defaults (`[defaults]` of its configuration).
+public struct SampleRequest: Codable, Sendable, Equatable {
+    public var prompt: String
+    public var negativePrompt: String?
+    /// The checkpoint's step; nil: the newest.
+    public var step: Int?
+    /// How strongly the trained weights apply (1 = as trained).
+    public var strength: Double?
+    public var steps: Int?
+    public var guidance: Double?
+    /// `dpmpp-2m`, `ddim`, `euler-a`, … (as in job files' `validation.scheduler`).
+    public var scheduler: String?
+    public var seed: UInt64?
+    public var width: Int?
+    public var height: Int?
+    /// Images, placed side by side in the answer.
+    public var count: Int?
+
+    public init(prompt: String, negativePrompt: String? = nil, step: Int? = nil, strength: Double? = nil, steps: Int? = nil,
+                guidance: Double? = nil, scheduler: String? = nil, seed: UInt64? = nil, width: Int? = nil, height: Int? = nil,
+                count: Int? = nil) {
+        self.prompt = prompt
+        self.negativePrompt = negativePrompt
+        self.step = step
+        self.strength = strength
+        self.steps = steps
+        self.guidance = guidance
+        self.scheduler = scheduler
+        self.seed = seed
+        self.width = width
+        self.height = height
+        self.count = count
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case prompt, step, strength, steps, guidance, scheduler, seed, width, height, count
+        case negativePrompt = "negative_prompt"
     }
 }
 
