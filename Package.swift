@@ -22,6 +22,7 @@ let package = Package(
         .library(name: "CDImages", targets: ["CDImages"]),
         .library(name: "CDProtocol", targets: ["CDProtocol"]),
         .executable(name: "cdtrainerd", targets: ["cdtrainerd"]),
+        .executable(name: "cdctl", targets: ["cdctl"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -64,8 +65,16 @@ let package = Package(
             name: "cdtrainerd",
             dependencies: [
                 "CDTensor", "CDModels", "CDTraining", "CDProtocol", "CMPI", "COpenBLAS", "CDDistributed", "CDDistributedMPI",
+                "CDDaemon", "CDServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"),
             ],
+            swiftSettings: kernelFlags),
+        // `cdtrainerd serve` without MPI or HTTP specifics: the command loop every rank runs, job
+        // preparation and bookkeeping on rank 0, sampling from checkpoints, signals, metrics.
+        .target(
+            name: "CDDaemon",
+            dependencies: ["CDTraining", "CDServer", "CDProtocol", "CDDistributed", "CDModels", "CDTensor"],
             swiftSettings: kernelFlags),
         // Daemon state: job store (SQLite via GRDB), blob store; never the numeric targets.
         .target(
@@ -76,6 +85,22 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
             ]),
+        // The API client of `cdctl`: HTTP (URLSession), config, retries, checkpoint file selection;
+        // never the numeric targets nor the server. TOMLKit (already in CDProtocol) reads the config file.
+        .target(
+            name: "CDClient",
+            dependencies: [
+                "CDProtocol",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "TOMLKit", package: "TOMLKit"),
+            ]),
+        .executableTarget(
+            name: "cdctl",
+            dependencies: ["CDClient", "CDProtocol", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        // The daemon loop in process (world of one) and `cdtrainerd serve` + `cdctl` under mpirun.
+        .testTarget(
+            name: "CDDaemonTests",
+            dependencies: ["CDDaemon", "CDServer", "CDProtocol", "CDTraining", "CDModels", "CDTensor", "CDDistributed", "CDTestSupport"]),
         // Fixture lookup and parity expectations shared by the model and training tests.
         .target(name: "CDTestSupport", dependencies: ["CDTensor"], path: "Tests/CDTestSupport"),
         .testTarget(name: "CDTensorTests", dependencies: ["CDTensor"]),
@@ -92,6 +117,13 @@ let package = Package(
                 "CDServer", "CDProtocol", .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]),
+        // Drives CDClient (and the cdctl binary) against a real APIServer on loopback.
+        .testTarget(
+            name: "CDClientTests",
+            dependencies: [
+                "CDClient", "CDServer", "CDProtocol", "cdctl",
+                .product(name: "Hummingbird", package: "hummingbird"),
             ]),
     ]
 )

@@ -16,6 +16,10 @@ public protocol Communicator: AnyObject {
     func broadcast(bytes: inout [UInt8], root: Int) throws
     /// Returns once every rank has entered it.
     func barrier() throws
+    /// `broadcast(bytes:root:)` for a message that may be long in coming (a daemon's next command):
+    /// the receivers wait by sleeping `pollInterval` seconds between checks instead of the busy
+    /// polling of MPI's blocking collectives, so idle ranks cost no CPU.
+    func idleBroadcast(bytes: inout [UInt8], root: Int, pollInterval: Double) throws
 }
 
 extension Communicator {
@@ -36,6 +40,9 @@ public final class SingleProcessCommunicator: Communicator {
         precondition(root == 0, "root \(root) outside a world of one")
     }
     public func barrier() throws {}
+    public func idleBroadcast(bytes: inout [UInt8], root: Int, pollInterval: Double) throws {
+        precondition(root == 0, "root \(root) outside a world of one")
+    }
 }
 
 /// How a global batch is split over ranks: contiguous, the first `total % size` ranks one sample

@@ -115,6 +115,11 @@ public final class MPICommunicator: Communicator {
         try checkRoot(root)
         var length = Int64(bytes.count)
         try check("MPI_Bcast", MPI_Bcast(&length, 1, cmpi_int64(), Int32(root), world))
+        try broadcastPayload(&bytes, length: length, root: root)
+    }
+
+    /// The bytes after their length: receivers size their buffer first.
+    private func broadcastPayload(_ bytes: inout [UInt8], length: Int64, root: Int) throws {
         if rank != root { bytes = [UInt8](repeating: 0, count: Int(length)) }
         try bytes.withUnsafeMutableBytes { raw in
             guard let base = raw.baseAddress else { return }
@@ -125,6 +130,26 @@ public final class MPICommunicator: Communicator {
                 done += n
             }
         }
+    }
+
+    /// The length travels in a non-blocking `MPI_Ibcast` that every rank (the root too: blocking
+    /// and non-blocking collectives do not match) completes with `MPI_Test` and a sleep between
+    /// tests; the payload, sent once all ranks are known to be here, in a plain broadcast.
+    public func idleBroadcast(bytes: inout [UInt8], root: Int, pollInterval: Double) throws {
+        try checkThread("MPI_Ibcast")
+        try checkRoot(root)
+        var length = Int64(bytes.count)
+        var request: MPI_Request?
+        try check("MPI_Ibcast", MPI_Ibcast(&length, 1, cmpi_int64(), Int32(root), world, &request))
+        var done: Int32 = 0
+        let pause = timespec(tv_sec: Int(pollInterval), tv_nsec: Int((pollInterval - pollInterval.rounded(.down)) * 1e9))
+        while true {
+            try check("MPI_Test", MPI_Test(&request, &done, cmpi_status_ignore()))
+            if done != 0 { break }
+            var rest = pause
+            nanosleep(&rest, nil)
+        }
+        try broadcastPayload(&bytes, length: length, root: root)
     }
 
     public func barrier() throws {

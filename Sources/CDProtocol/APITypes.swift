@@ -164,13 +164,17 @@ public struct CheckpointFile: Codable, Sendable, Equatable {
 public struct HealthResponse: Codable, Sendable, Equatable {
     public var status: String
     public var apiVersion: String
-    public init(status: String = "ok", apiVersion: String = APIPaths.version) {
+    /// MPI ranks training (absent when no trainer is attached to the API).
+    public var worldSize: Int?
+    public init(status: String = "ok", apiVersion: String = APIPaths.version, worldSize: Int? = nil) {
         self.status = status
         self.apiVersion = apiVersion
+        self.worldSize = worldSize
     }
     enum CodingKeys: String, CodingKey {
         case status
         case apiVersion = "api_version"
+        case worldSize = "world_size"
     }
 }
 

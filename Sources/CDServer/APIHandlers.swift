@@ -7,7 +7,7 @@ import NIOCore
 struct APIHandlers: Sendable {
     let state: StateDirectory
     let config: ServerConfig
-    let extraMetrics: @Sendable () -> String
+    let services: APIServices
 
     // MARK: Blobs
 
@@ -52,9 +52,11 @@ struct APIHandlers: Sendable {
         } catch {
             throw APIError(.badRequest, "bad JSON: \(error)")
         }
-        try submission.spec.validate(file: "spec")
+        var spec = submission.spec
+        try services.admit(&spec, Set(submission.blobs.keys))
+        try spec.validate(file: "spec")
         let (job, created) = try state.jobs.submit(
-            spec: submission.spec, blobs: submission.blobs, submissionID: submission.submissionID)
+            spec: spec, blobs: submission.blobs, submissionID: submission.submissionID)
         return try APIServer.json(job, status: created ? .created : .ok)
     }
 
@@ -152,10 +154,36 @@ struct APIHandlers: Sendable {
         text += "cdtrainerd_queue_depth \(counts[.queued] ?? 0)\n"
         text += "# HELP cdtrainerd_jobs_total Jobs in the store (ever submitted).\n# TYPE cdtrainerd_jobs_total counter\n"
         text += "cdtrainerd_jobs_total \(counts.values.reduce(0, +))\n"
-        text += extraMetrics()
+        text += services.metrics()
         var headers = HTTPFields()
         headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    // MARK: Samples
+
+    /// Runs the daemon's sampler (which checks the request) on a checkpoint of the job.
+    func sample(_ request: Request, _ id: String) async throws -> Response {
+        let buffer = try await request.body.collect(upTo: config.maxJSONBodySize)
+        let body: SampleRequest
+        do {
+            body = try APICoding.decoder().decode(SampleRequest.self, from: Data(buffer.readableBytesView))
+        } catch let e as DecodingError {
+            throw APIError(.badRequest, "bad JSON: " + Self.describe(e))
+        }
+        let job = try state.jobs.job(id)
+        let checkpoints = try state.jobs.checkpoints(id)
+        guard let step = body.step ?? checkpoints.last?.step else {
+            throw APIError(.notFound, "job \(id) has no checkpoint yet (state \(job.state)); sample once it has written one")
+        }
+        let folder = try checkpointFolder(id, step: step)
+        guard let sampler = services.sample else {
+            throw APIError(.serviceUnavailable, "this server does not sample (no trainer attached)")
+        }
+        let png = try await sampler(job, folder, body)
+        var headers = HTTPFields()
+        headers[.contentType] = "image/png"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: png)))
     }
 
     // MARK: Helpers

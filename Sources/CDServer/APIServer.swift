@@ -12,14 +12,14 @@ public enum APIServer {
     /// The router with every endpoint, the error middleware (JSON `{"error": …}` answers) and the
     /// token check.
     public static func router(
-        state: StateDirectory, config: ServerConfig, extraMetrics: @escaping @Sendable () -> String = { "" }
+        state: StateDirectory, config: ServerConfig, services: APIServices = APIServices()
     ) -> Router<Context> {
         let router = Router(context: Context.self)
         router.add(middleware: APIErrorMiddleware<Context>())
         router.add(middleware: APIAuthMiddleware<Context>(config: config))
-        let handlers = APIHandlers(state: state, config: config, extraMetrics: extraMetrics)
+        let handlers = APIHandlers(state: state, config: config, services: services)
 
-        router.get("/v1/health") { _, _ in try json(HealthResponse()) }
+        router.get("/v1/health") { _, _ in try json(HealthResponse(worldSize: services.worldSize)) }
         router.get("/metrics") { _, _ in try handlers.metrics() }
         router.post("/v1/blobs") { request, _ in try await handlers.uploadBlob(request) }
         router.head("/v1/blobs/:sha") { _, context in try handlers.headBlob(context.parameters.require("sha")) }
@@ -38,6 +38,7 @@ public enum APIServer {
             try handlers.checkpointFile(
                 jobID(context), step: try step(context), components: context.parameters.getCatchAll().map(String.init))
         }
+        router.post("/v1/jobs/:id/samples") { request, context in try await handlers.sample(request, jobID(context)) }
         return router
     }
 
@@ -46,12 +47,12 @@ public enum APIServer {
     /// `localAddress?.port` is the port when `config.port` is 0).
     public static func application(
         state: StateDirectory, config: ServerConfig, logger: Logger? = nil,
-        extraMetrics: @escaping @Sendable () -> String = { "" },
+        services: APIServices = APIServices(),
         onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
     ) throws -> some ApplicationProtocol {
         try config.validate()
         return Application(
-            router: router(state: state, config: config, extraMetrics: extraMetrics),
+            router: router(state: state, config: config, services: services),
             configuration: ApplicationConfiguration(address: .hostname(config.host, port: config.port), serverName: nil),
             onServerRunning: onServerRunning,
             logger: logger ?? Logger(label: "cdtrainerd.api"))

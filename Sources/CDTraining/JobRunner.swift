@@ -25,18 +25,49 @@ public final class JobRunner: @unchecked Sendable {
     public let world: Communicator
     /// Progress lines; rank 0's only (the other ranks report nothing but thrown errors).
     let log: (String) -> Void
+    /// Rank 0's say at each step boundary (after the step's log, checkpoint and samples): go on,
+    /// stop with a checkpoint (a signal), or cancel. Every rank acts on rank 0's answer.
+    public var decide: () -> StepDecision = { .proceed }
+    /// Rank 0's progress, checkpoints and samples as they happen (the daemon records them).
+    public var observe: (Event) -> Void = { _ in }
 
     /// Under data parallelism (`communicator` of several ranks) every rank builds the same runner
-    /// with the same spec and output folder: rank 0 writes every file (log, checkpoints, samples,
-    /// outputs, generated class images) and prints progress; the others train their share of each
-    /// global batch. Per-sample randomness comes from (seed, global sample index), so the sample
-    /// stream, and the result up to floating-point summation order, do not depend on the world size.
+    /// with the same spec; the output folders may differ (each node its own). Rank 0 writes every
+    /// file (log, checkpoints, samples, outputs) and prints progress, and sends the class images
+    /// it generates to the others; the others train their share of each global batch.
+    /// Per-sample randomness comes from (seed, global sample index), so the sample stream, and the
+    /// result up to floating-point summation order, do not depend on the world size.
     public init(spec: JobSpec, outputDirectory: URL, communicator: Communicator = SingleProcessCommunicator(),
                 log: @escaping (String) -> Void) {
         self.spec = spec
         self.out = outputDirectory
         self.world = communicator
         self.log = communicator.rank == 0 ? log : { _ in }
+    }
+
+    /// What every rank does after a step, as rank 0 decided.
+    public enum StepDecision: UInt8, Sendable {
+        case proceed = 0
+        /// Write a checkpoint at this step (if it has none yet) and end: the job is resumed later.
+        case stop = 1
+        /// End without outputs.
+        case cancel = 2
+        /// Rank 0 failed (it throws its error; the others a `TrainingError.rankFailed`).
+        case fail = 3
+    }
+
+    public enum Event {
+        case progress(CustomDiffusionTrainer.StepReport, allreduceSeconds: Double)
+        case checkpoint(step: Int, folder: URL)
+        case samples(step: Int, file: URL)
+    }
+
+    /// How a run ended.
+    public enum Outcome: Sendable, Equatable {
+        case completed
+        /// Stopped by `decide` at `step`, with a checkpoint there.
+        case stopped(step: Int)
+        case cancelled(step: Int)
     }
 
     /// What `run` did.
@@ -47,32 +78,41 @@ public final class JobRunner: @unchecked Sendable {
         public var outputs: [String]
         /// VAE encodes of this rank.
         public var vaeEncodes: Int
+        public var outcome: Outcome
     }
 
     /// Runs the job; with `resume`, continues from the newest complete checkpoint in the output folder.
+    /// A failure on one rank during setup or on rank 0 while writing fails the job on every rank
+    /// (no rank is left waiting in a collective).
     @discardableResult
     public func run(resume: Bool = false) throws -> Summary {
         let fm = FileManager.default
         let lead = world.isLead
-        if lead {
-            try fm.createDirectory(at: out, withIntermediateDirectories: true)
-            try spec.toTOML().write(to: out.appendingPathComponent("job.toml"), atomically: true, encoding: .utf8)
-        }
         log("loading \(spec.model)" + (world.size > 1 ? " (\(world.size) ranks)" : ""))
-        let pipeline = try StableDiffusionPipeline.load(spec.model)
-        let trainer = try makeTrainer(pipeline)
-        let samples = try makeSamples(pipeline, trainer: trainer)
+        let (pipeline, trainer, instances) = try agreeing { () -> (StableDiffusionPipeline, CustomDiffusionTrainer, [ConceptDataset.Item]) in
+            if lead {
+                try fm.createDirectory(at: out, withIntermediateDirectories: true)
+                try spec.toTOML().write(to: out.appendingPathComponent("job.toml"), atomically: true, encoding: .utf8)
+            }
+            let pipeline = try StableDiffusionPipeline.load(spec.model)
+            return (pipeline, try makeTrainer(pipeline), try loadInstances())
+        }
+        let classes = try distributeClassImages(pipeline)
+        let samples = try agreeing { try makeSamples(pipeline, trainer: trainer, instances: instances, classes: classes) }
 
-        var history = try lead && resume ? resumeHistory(trainer) : []
-        if lead && !resume { try? fm.removeItem(at: out.appendingPathComponent("train_log.jsonl")) }
+        var history = try agreeing { () -> [(Int, Double)] in
+            if lead && !resume { try? fm.removeItem(at: out.appendingPathComponent("train_log.jsonl")) }
+            return lead && resume ? try resumeHistory(trainer) : []
+        }
         // Every rank starts from rank 0's parameters (and, after a resume, its moments and position).
         try trainer.broadcastState(root: 0, over: world)
-        let logFile = lead ? try openLog() : nil
+        let logFile = try agreeing { lead ? try openLog() : nil }
         defer { try? logFile?.close() }
         let parallel = DataParallelStep(trainer: trainer, communicator: world)
         let b = spec.batchSize, micro = spec.batchSize / spec.gradientAccumulation
         let share = BatchShare.range(rank: world.rank, size: world.size, total: b)
         let started = Date(), firstStep = trainer.step
+        var outcome = Outcome.completed
         while trainer.step < spec.steps {
             // Global samples k·B ..< (k+1)·B; this rank's contiguous share, in micro-batches of at most B / accumulation.
             let k = trainer.step
@@ -86,27 +126,70 @@ public final class JobRunner: @unchecked Sendable {
             if checkpointing, try parallel.verifyIdentical() > 0 {
                 log("warning: some ranks' weights differed from rank 0's at step \(report.step); copied rank 0's to all")
             }
-            guard lead, let logFile else { continue }
-            history.append((report.step, report.losses.loss))
-            let done = report.step - firstStep, elapsed = Date().timeIntervalSince(started)
-            let eta = elapsed / Double(done) * Double(spec.steps - report.step)
-            let comm = world.size > 1 ? String(format: "  allreduce %.1f ms", result.allreduceSeconds * 1000) : ""
-            log(String(format: "step %d/%d  loss %.5f  lr %.2e  |g| %.3g  %.2f s/step%@  ETA %@", report.step, spec.steps,
-                       report.losses.loss, report.update.learningRate, report.update.gradientNorm, report.seconds, comm, Self.duration(eta)))
-            try logFile.write(contentsOf: Data((Self.logLine(report, samplesSeen: trainer.samplesSeen,
-                                                             allreduceSeconds: result.allreduceSeconds, ranks: world.size) + "\n").utf8))
-            if checkpointing { try checkpoint(trainer, history: history) }
-            if let v = spec.validation, report.step % v.every == 0 || last { try validate(pipeline, trainer, v, step: report.step) }
+            var decision = StepDecision.proceed
+            var failure: (any Error)?
+            if lead, let logFile {
+                do {
+                    history.append((report.step, report.losses.loss))
+                    let done = report.step - firstStep, elapsed = Date().timeIntervalSince(started)
+                    let eta = elapsed / Double(done) * Double(spec.steps - report.step)
+                    let comm = world.size > 1 ? String(format: "  allreduce %.1f ms", result.allreduceSeconds * 1000) : ""
+                    log(String(format: "step %d/%d  loss %.5f  lr %.2e  |g| %.3g  %.2f s/step%@  ETA %@", report.step, spec.steps,
+                               report.losses.loss, report.update.learningRate, report.update.gradientNorm, report.seconds, comm, Self.duration(eta)))
+                    try logFile.write(contentsOf: Data((Self.logLine(report, samplesSeen: trainer.samplesSeen,
+                                                                     allreduceSeconds: result.allreduceSeconds, ranks: world.size) + "\n").utf8))
+                    observe(.progress(report, allreduceSeconds: result.allreduceSeconds))
+                    if checkpointing { try checkpoint(trainer, history: history) }
+                    if let v = spec.validation, report.step % v.every == 0 || last { try validate(pipeline, trainer, v, step: report.step) }
+                    decision = last ? .proceed : decide()
+                    if decision == .stop && !checkpointing { try checkpoint(trainer, history: history) }
+                } catch {
+                    failure = error
+                    decision = .fail
+                }
+            }
+            switch try agree(decision) {
+            case .proceed: continue
+            case .stop: outcome = .stopped(step: report.step)
+            case .cancel: outcome = .cancelled(step: report.step)
+            case .fail: throw failure ?? TrainingError.rankFailed(rank: 0, step: report.step)
+            }
+            log(outcome == .stopped(step: report.step) ? "stopped at step \(report.step) (checkpoint written)" : "cancelled at step \(report.step)")
+            break
         }
-        var outputs: [String] = []
-        if lead {
-            outputs = try writeOutputs(trainer, to: out)
+        let outputs = try agreeing { () -> [String] in
+            guard lead, outcome == .completed else { return [] }
+            let written = try writeOutputs(trainer, to: out)
             try writePlot(history)
-            log("done: \(outputs.joined(separator: ", "))")
+            log("done: \(written.joined(separator: ", "))")
+            return written
         }
-        // The other ranks end when rank 0's files are written (a failure there aborts the world).
-        try world.barrier()
-        return Summary(steps: trainer.step, finalLoss: history.last?.1, outputs: outputs, vaeEncodes: samples.encodes)
+        return Summary(steps: trainer.step, finalLoss: history.last?.1, outputs: outputs, vaeEncodes: samples.encodes, outcome: outcome)
+    }
+
+    /// Rank 0's decision to every rank (its `fail` carries no error text: rank 0 throws the error).
+    private func agree(_ decision: StepDecision) throws -> StepDecision {
+        var byte = [decision.rawValue]
+        try world.broadcast(bytes: &byte, root: 0)
+        guard let value = byte.first.flatMap(StepDecision.init(rawValue:)) else {
+            throw CommunicatorError(call: "decision broadcast", code: -1, message: "rank 0 sent \(byte)")
+        }
+        return value
+    }
+
+    /// Runs `body` on every rank, then counts the ranks whose `body` threw (one allreduce): all
+    /// ranks go on together or all throw, a failing rank its own error, the others `rankFailed`.
+    private func agreeing<T>(_ body: () throws -> T) throws -> T {
+        var result: Result<T, any Error>
+        do { result = .success(try body()) } catch { result = .failure(error) }
+        if world.size > 1 {
+            var failed: Float = if case .failure = result { 1 } else { 0 }
+            try world.allreduceSum(&failed, count: 1)
+            if failed > 0, case .success = result {
+                throw TrainingError.rankFailed(rank: nil, step: nil)
+            }
+        }
+        return try result.get()
     }
 
     // MARK: - Setup
@@ -140,34 +223,59 @@ public final class JobRunner: @unchecked Sendable {
         return try CustomDiffusionTrainer(models: pipeline.models, tokenizer: pipeline.tokenizer, tokens: tokens, settings: s)
     }
 
-    func makeSamples(_ pipeline: StableDiffusionPipeline, trainer: CustomDiffusionTrainer) throws -> TrainingSamples {
-        let res = spec.resolution
-        var instances: [ConceptDataset.Item] = [], classes: [ConceptDataset.Item] = []
+    func loadInstances() throws -> [ConceptDataset.Item] {
+        var instances: [ConceptDataset.Item] = []
         for c in spec.concepts {
             for path in c.instanceImages { instances.append(ConceptDataset.Item(image: try load(path), prompt: c.instancePrompt, source: path)) }
         }
-        // Rank 0 generates the missing class images; the others wait, then every rank reads the folders.
-        if spec.withPriorPreservation {
+        return instances
+    }
+
+    /// Rank 0 generates the missing class images and sends every concept's class images to the
+    /// other ranks, which write them into their own class folders (so no shared file system is
+    /// needed); then every rank reads its folders.
+    func distributeClassImages(_ pipeline: StableDiffusionPipeline) throws -> [ConceptDataset.Item] {
+        guard spec.withPriorPreservation else { return [] }
+        var classes: [ConceptDataset.Item] = []
+        for (i, c) in spec.concepts.enumerated() {
+            let folder = classFolder(i)
+            // Rank 0's package: status byte (0 ok, 1 failed) + the folder's files.
+            var message: [UInt8] = []
+            var failure: (any Error)?
             if world.isLead {
-                for (i, c) in spec.concepts.enumerated() {
-                    _ = try ClassImages.ensure(count: c.numClassImages, in: classFolder(i), prompt: c.classPrompt ?? "", pipeline: pipeline,
-                                               resolution: res, seed: spec.seed &+ UInt64(i) &* 1_000_003, progress: log)
+                do {
+                    _ = try ClassImages.ensure(count: c.numClassImages, in: folder, prompt: c.classPrompt ?? "", pipeline: pipeline,
+                                               resolution: spec.resolution, seed: spec.seed &+ UInt64(i) &* 1_000_003, progress: log)
+                    var package = FilePackage()
+                    if world.size > 1 { try package.add(folder: folder) }
+                    message = [0] + package.encoded()
+                } catch {
+                    failure = error
+                    message = [1]
                 }
             }
-            try world.barrier()
-            for (i, c) in spec.concepts.enumerated() {
-                let prompt = c.classPrompt ?? "", folder = classFolder(i)
+            if world.size > 1 { try world.broadcast(bytes: &message, root: 0) }
+            if let failure { throw failure }
+            guard message.first == 0 else { throw TrainingError.rankFailed(rank: 0, step: nil) }
+            try agreeing {
+                if !world.isLead { try FilePackage(decoding: Array(message.dropFirst())).write(under: folder) }
+                let prompt = c.classPrompt ?? ""
                 let files = ClassImages.files(in: folder).prefix(c.numClassImages)
                 guard files.count == c.numClassImages else {
-                    throw TrainingError.invalidSetting(
-                        field: "concept[\(i)].class_images",
-                        reason: "rank \(world.rank) finds \(files.count) of \(c.numClassImages) class images in \(folder); rank 0 writes them there, so every rank needs that folder (a shared file system, or class images copied to the same path on every node)")
+                    throw TrainingError.invalidSetting(field: "concept[\(i)].class_images",
+                                                       reason: "rank \(world.rank) finds \(files.count) of \(c.numClassImages) class images in \(folder)")
                 }
                 for path in files {
                     classes.append(ConceptDataset.Item(image: try load(path), prompt: ClassImages.caption(for: path, default: prompt), source: path))
                 }
             }
         }
+        return classes
+    }
+
+    func makeSamples(_ pipeline: StableDiffusionPipeline, trainer: CustomDiffusionTrainer,
+                     instances: [ConceptDataset.Item], classes: [ConceptDataset.Item]) throws -> TrainingSamples {
+        let res = spec.resolution
         log("\(instances.count) instance images, \(classes.count) class images")
         let dataset = ConceptDataset(instances: instances, classes: classes, seed: spec.seed)
         let factor = pipeline.vaeScaleFactor
@@ -211,6 +319,7 @@ public final class JobRunner: @unchecked Sendable {
         try fm.moveItem(at: partial, to: final)
         try writePlot(history)
         log("checkpoint \(final.path)")
+        observe(.checkpoint(step: trainer.step, folder: final))
     }
 
     /// Restores the newest complete checkpoint; returns the loss history up to it from the log.
@@ -293,10 +402,11 @@ public final class JobRunner: @unchecked Sendable {
         let path = folder.appendingPathComponent(Self.checkpointName(step) + ".png").path
         try PNGImage.write(Self.grid(images), to: path)
         log("samples \(path)")
+        observe(.samples(step: step, file: URL(fileURLWithPath: path)))
     }
 
     /// Rows of images [count, 3, H, W] (one row per prompt) → one image [1, 3, rows·H, count·W].
-    static func grid(_ rows: [Tensor]) -> Tensor {
+    public static func grid(_ rows: [Tensor]) -> Tensor {
         let (n, h, w) = (rows[0].shape[0], rows[0].shape[2], rows[0].shape[3])
         let out = Tensor(zeros: [1, 3, rows.count * h, n * w])
         let width = n * w

@@ -16,3 +16,4 @@ static inline MPI_Errhandler cmpi_errors_return(void) { return MPI_ERRORS_RETURN
 static inline const void *cmpi_in_place(void) { return MPI_IN_PLACE; }
 static inline int cmpi_thread_single(void) { return MPI_THREAD_SINGLE; }
 static inline int cmpi_max_error_string(void) { return MPI_MAX_ERROR_STRING; }
+static inline MPI_Status *cmpi_status_ignore(void) { return MPI_STATUS_IGNORE; }

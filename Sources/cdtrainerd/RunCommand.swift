@@ -1,4 +1,5 @@
 import ArgumentParser
+import CDDaemon
 import CDDistributed
 import CDDistributedMPI
 import CDProtocol
@@ -16,7 +17,8 @@ struct RunCommand: ParsableCommand {
             alone writes files and prints progress. Give every rank the same job file and --out \
             (rank 0's generated class images must be readable by all ranks at that path). Use \
             `--bind-to none`: OpenMPI otherwise pins each rank to one core. Ranks sharing a node \
-            split its cores unless CD_NUM_THREADS is set.
+            split its cores unless CD_NUM_THREADS is set. SIGINT, SIGTERM or SIGUSR1 stop the run at \
+            the next step boundary with a checkpoint; `--resume` continues from it.
             """)
 
     @Argument(help: "The job file (TOML).")
@@ -29,6 +31,7 @@ struct RunCommand: ParsableCommand {
     var resume = false
 
     func run() throws {
+        let signals = StopSignals()
         // A process started by mpirun joins the MPI world (initialized here, on the main thread,
         // which makes every MPI call of this command). Started directly, it is a world of one
         // without MPI (OpenMPI 4.1 could make a singleton world, but that forks a helper daemon
@@ -41,13 +44,16 @@ struct RunCommand: ParsableCommand {
         if perNode > 1, ProcessInfo.processInfo.environment["CD_NUM_THREADS"] == nil {
             setenv("CD_NUM_THREADS", String(max(1, ThreadPool.defaultThreadCount / perNode)), 1)
         }
+        var outcome = JobRunner.Outcome.completed
         do {
             let spec = try JobSpec.load(path: job)
             let runner = JobRunner(spec: spec, outputDirectory: URL(fileURLWithPath: out, isDirectory: true), communicator: world) { line in
                 FileHandle.standardError.write(Data((line + "\n").utf8))
             }
+            runner.decide = { signals.received != nil ? .stop : .proceed }
             let summary = try runner.run(resume: resume)
             for path in summary.outputs { print(path) }
+            outcome = summary.outcome
         } catch {
             // One rank's failure (a checkpoint that cannot be written, an unreadable image) leaves
             // the others waiting in a collective: end the whole world.
@@ -56,6 +62,10 @@ struct RunCommand: ParsableCommand {
                 mpi.abort(code: 1)
             }
             throw error
+        }
+        if case let .stopped(step) = outcome {
+            FileHandle.standardError.write(Data("stopped at step \(step) by \(StopSignals.name(signals.received ?? SIGTERM)); continue with --resume\n".utf8))
+            throw ExitCode(130)
         }
     }
 }

@@ -44,6 +44,10 @@ final class ScriptedCommunicator: Communicator {
         if rank == root { sent.append(bytes) } else { bytes = incoming.removeFirst() }
     }
 
+    func idleBroadcast(bytes: inout [UInt8], root: Int, pollInterval: Double) throws {
+        try broadcast(bytes: &bytes, root: root)
+    }
+
     func barrier() throws {}
 }
 
@@ -66,7 +70,8 @@ final class ScriptedCommunicator: Communicator {
         spec.concepts[0].numClassImages = 2
         let runner = JobRunner(spec: spec, outputDirectory: FileManager.default.temporaryDirectory.appendingPathComponent("unused-\(UUID())")) { _ in }
         let reference = try runner.makeTrainer(pipeline)
-        return (pipeline, runner, try runner.makeSamples(pipeline, trainer: reference))
+        return (pipeline, runner, try runner.makeSamples(pipeline, trainer: reference, instances: try runner.loadInstances(),
+                                                         classes: try runner.distributeClassImages(pipeline)))
     }
 
     func state(_ t: CustomDiffusionTrainer) -> [[Float]] { t.stateTensors.map(\.array) }

@@ -190,7 +190,8 @@ import Testing
         let runner = JobRunner(spec: spec, outputDirectory: out) { _ in }
         let trainer = try runner.makeTrainer(pipeline)
         #expect(trainer.tokens.names == ["<toy1>", "<pot1>"])
-        let samples = try runner.makeSamples(pipeline, trainer: trainer)
+        let samples = try runner.makeSamples(pipeline, trainer: trainer, instances: try runner.loadInstances(),
+                                              classes: try runner.distributeClassImages(pipeline))
         let d = samples.dataset
         #expect(d.instances.count == 4 && d.classes.count == 4 && d.length == 4)
         for item in d.instances {
