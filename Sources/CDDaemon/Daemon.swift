@@ -120,6 +120,8 @@ public final class Daemon: @unchecked Sendable {
     func run(_ order: JobOrder, files: FilePackage) throws {
         let id = order.jobID
         let folder = try jobFolder(id)
+        // The other ranks' copy of the job is scratch: rank 0 sends it again when the job resumes.
+        defer { if !world.isLead { try? FileManager.default.removeItem(atPath: folder) } }
         var spec = order.spec
         do {
             if !world.isLead { try files.write(under: folder) }
