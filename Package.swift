@@ -60,6 +60,7 @@ let package = Package(
         .target(
             name: "CDTraining",
             dependencies: ["CDTensor", "CDModels", "CDImages", "CDProtocol", "CDDistributed", .product(name: "Crypto", package: "swift-crypto")],
+            resources: [.copy("Resources/regularization-captions.txt")],
             swiftSettings: kernelFlags),
         .executableTarget(
             name: "cdtrainerd",

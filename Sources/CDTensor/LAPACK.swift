@@ -83,6 +83,25 @@ public enum LAPACK {
         return (u, s, vt)
     }
 
+    /// AᵀA [cols, cols] of row-major A [rows, cols] (both triangles filled), by `cblas_dsyrk`.
+    public static func gram(_ a: [Double], rows: Int, cols: Int) -> [Double] {
+        precondition(a.count == rows * cols, "gram: \(a.count) values for \(rows)x\(cols)")
+        var c = [Double](repeating: 0, count: cols * cols)
+        guard rows > 0 else { return c }
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, Int32(cols), Int32(rows), 1, a, Int32(cols), 0, &c, Int32(cols))
+        for i in 0..<cols { for j in 0..<i { c[i * cols + j] = c[j * cols + i] } }
+        return c
+    }
+
+    /// A B for row-major A [m, k] and B [k, n] → [m, n] (`cblas_dgemm`).
+    public static func multiply(_ a: [Double], _ b: [Double], m: Int, k: Int, n: Int) -> [Double] {
+        precondition(a.count == m * k && b.count == k * n, "multiply: \(a.count), \(b.count) for \(m)x\(k)x\(n)")
+        var c = [Double](repeating: 0, count: m * n)
+        guard m > 0, n > 0, k > 0 else { return c }
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), 1, a, Int32(k), b, Int32(n), 0, &c, Int32(n))
+        return c
+    }
+
     /// Row-major [rows, cols] → row-major [cols, rows].
     public static func transpose(_ a: [Double], rows: Int, cols: Int) -> [Double] {
         var out = [Double](repeating: 0, count: a.count)
