@@ -86,6 +86,18 @@ public struct APIClient: Sendable {
         return answer.data
     }
 
+    /// `POST /v1/merges`: the merged concept bundle of finished jobs.
+    public func merge(_ request: MergeRequest) async throws -> Data {
+        for id in request.jobs { _ = try checkedID(id) }
+        let body = try APICoding.encoder().encode(request)
+        // Loading the base model and encoding the caption set takes a while on CPU.
+        let answer = try await send(
+            "POST", APIPaths.merges, body: body, contentType: "application/json",
+            accept: "application/octet-stream", timeout: Self.sampleTimeout)
+        try Self.check(answer)
+        return answer.data
+    }
+
     /// `HEAD /v1/blobs/{sha256}`: whether the daemon holds this content.
     public func blobExists(_ sha256: String) async throws -> Bool {
         let answer = try await send("HEAD", APIPaths.blob(sha256))

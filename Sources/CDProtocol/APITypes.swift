@@ -18,6 +18,7 @@ import Foundation
 /// | `GET /v1/jobs/{id}/checkpoints/{step}/files` | | 200 `[CheckpointFile]` |
 /// | `GET /v1/jobs/{id}/checkpoints/{step}/files/{path…}` | | 200 the file (`application/octet-stream`) |
 /// | `POST /v1/jobs/{id}/samples` | `SampleRequest` | 200 a PNG (`image/png`; several images side by side); 404 no checkpoint; 422 bad values; 503 no sampler |
+/// | `POST /v1/merges` | `MergeRequest` | 200 the merged concept bundle (`application/octet-stream`); 404 unknown job; 409 a job not succeeded; 422 bad inputs; 503 no trainer |
 /// | `GET /v1/health` | | 200 `HealthResponse` (no token needed) |
 /// | `GET /metrics` | | 200 Prometheus text |
 ///
@@ -50,6 +51,7 @@ public enum APIPaths {
         return "/v1/jobs/\(id)/checkpoints/\(step)/files/\(encoded)"
     }
     public static func samples(_ id: String) -> String { "/v1/jobs/\(id)/samples" }
+    public static let merges = "/v1/merges"
     public static func jobs(states: [String] = [], limit: Int? = nil) -> String {
         var q: [String] = []
         if !states.isEmpty { q.append("state=" + states.joined(separator: ",")) }
@@ -123,6 +125,19 @@ public struct SampleRequest: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case prompt, step, strength, steps, guidance, scheduler, seed, width, height, count
         case negativePrompt = "negative_prompt"
+    }
+}
+
+/// `POST /v1/merges`: the closed-form merge (paper §3.2) of finished single-concept jobs of one base
+/// model, in the given order (tokens become `<new1>`, `<new2>`, …).
+public struct MergeRequest: Codable, Sendable, Equatable {
+    public var jobs: [String]
+    /// Category words per job (nil: each job's class prompt).
+    public var categories: [String]?
+
+    public init(jobs: [String], categories: [String]? = nil) {
+        self.jobs = jobs
+        self.categories = categories
     }
 }
 

@@ -186,6 +186,39 @@ struct APIHandlers: Sendable {
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: png)))
     }
 
+    // MARK: Merges
+
+    /// Checks the jobs (known, succeeded, one base model) and runs the daemon's merge.
+    func merge(_ request: Request) async throws -> Response {
+        let buffer = try await request.body.collect(upTo: config.maxJSONBodySize)
+        let body: MergeRequest
+        do {
+            body = try APICoding.decoder().decode(MergeRequest.self, from: Data(buffer.readableBytesView))
+        } catch let e as DecodingError {
+            throw APIError(.badRequest, "bad JSON: " + Self.describe(e))
+        }
+        guard !body.jobs.isEmpty, body.jobs.count <= 64 else { throw APIError(.unprocessableContent, "jobs: give 1…64 job ids") }
+        if let c = body.categories, c.count != body.jobs.count {
+            throw APIError(.unprocessableContent, "categories: \(c.count) entries for \(body.jobs.count) jobs")
+        }
+        var jobs: [(job: Job, folder: String)] = []
+        for id in body.jobs {
+            guard JobID.isValid(id) else { throw JobStoreError.notFound(jobID: id) }
+            let job = try state.jobs.job(id)
+            guard job.state == .succeeded else { throw APIError(.conflict, "job \(id) is \(job.state); only succeeded jobs can be merged") }
+            jobs.append((job, try state.jobDirectory(id)))
+        }
+        if Set(jobs.map(\.job.spec.model)).count > 1 {
+            throw APIError(.unprocessableContent, "the jobs were trained on different models (\(Set(jobs.map(\.job.spec.model)).sorted().joined(separator: ", ")))")
+        }
+        guard let merge = services.merge else { throw APIError(.serviceUnavailable, "this server does not merge (no trainer attached)") }
+        let bytes = try await merge(jobs, body)
+        var headers = HTTPFields()
+        headers[.contentType] = "application/octet-stream"
+        headers[.contentDisposition] = "attachment; filename=\"merged.concept.safetensors\""
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+
     // MARK: Helpers
 
     static func intParameter(_ value: Substring?, name: String, default d: Int, range: ClosedRange<Int>) throws -> Int {

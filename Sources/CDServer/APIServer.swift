@@ -39,6 +39,7 @@ public enum APIServer {
                 jobID(context), step: try step(context), components: context.parameters.getCatchAll().map(String.init))
         }
         router.post("/v1/jobs/:id/samples") { request, context in try await handlers.sample(request, jobID(context)) }
+        router.post("/v1/merges") { request, _ in try await handlers.merge(request) }
         return router
     }
 

@@ -25,7 +25,7 @@ struct CDCtl: AsyncParsableCommand {
             """,
         subcommands: [
             SubmitCommand.self, ListCommand.self, StatusCommand.self, LogsCommand.self, CancelCommand.self,
-            CheckpointCommand.self, SampleCommand.self,
+            CheckpointCommand.self, SampleCommand.self, MergeCommand.self,
         ])
 
     /// ArgumentParser's own `main`, except that usage errors exit with 2 (its default is 64).

@@ -113,6 +113,7 @@ struct ServeCommand: ParsableCommand {
         let services = APIServices(
             admit: { spec, names in try admission.admit(&spec, blobNames: names) },
             sample: { job, folder, request in try await sampler.sample(job: job, checkpointFolder: folder, request: request) },
+            merge: { jobs, request in try await sampler.merge(jobs: jobs, request: request) },
             metrics: { metrics.prometheus() }, worldSize: world.size)
         var logger = Logger(label: "cdtrainerd.api")
         logger.logLevel = Logger.Level(rawValue: settings.logLevel) ?? .info

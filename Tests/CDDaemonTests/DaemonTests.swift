@@ -194,6 +194,36 @@ import Testing
         try daemon.stop()
     }
 
+    @Test func finishedJobsMergeIntoOneConceptWithRenamedTokens() async throws {
+        let root = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let daemon = try Running(root: root, config: config)
+        let first = try spec(steps: 2, checkpointEvery: 2)
+        var second = first
+        second.seed = 1234
+        second.name = "demo-toy-2"
+        let a = try submit(first, to: daemon.state, config: config), b = try submit(second, to: daemon.state, config: config)
+        for id in [a.id, b.id] { #expect(try wait(for: id, in: daemon.state) { $0.state.isTerminal }.state == .succeeded) }
+        var jobs: [(job: Job, folder: String)] = []
+        for id in [a.id, b.id] { jobs.append((try daemon.state.jobs.job(id), try daemon.state.jobDirectory(id))) }
+        try daemon.stop()
+
+        let bytes = try await CheckpointSampler(config: config).merge(jobs: jobs, request: MergeRequest(jobs: [a.id, b.id]))
+        let file = URL(fileURLWithPath: root + "/merged.concept.safetensors")
+        try Data(bytes).write(to: file)
+        let merged = try ConceptFile.load(file.path)
+        #expect(merged.tokens.map(\.name) == ["<new1>", "<new2>"], "both jobs taught <toy1>; the merge renames them by position")
+        let settings = try #require(merged.metadata["settings"])
+        let object = try JSONSerialization.jsonObject(with: Data(settings.utf8)) as? [String: Any]
+        let categories = (object?["merge"] as? [String: Any])?["categories"] as? [String]
+        #expect(categories == ["toy", "toy"], "the jobs' class prompts are the categories: \(settings)")
+
+        // A job without its final bundle is refused naming it.
+        await #expect(throws: JobFileError.self) {
+            _ = try await CheckpointSampler(config: config).merge(jobs: [(jobs[0].job, root + "/nowhere")], request: MergeRequest(jobs: [a.id]))
+        }
+    }
+
     @Test func admissionRefusesUnknownModelsTooManyStepsAndMissingImages() throws {
         var c = config
         c.maxSteps = 100

@@ -369,6 +369,10 @@ import Testing
         let header = try Data(contentsOf: png).prefix(8)
         #expect(Array(header) == [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A], "a PNG")
 
+        // Merging needs single-concept jobs: the two-concept one is refused (422, exit 2) naming the reason.
+        let refused = try Self.cdctl(["merge", id, "-o", setup.folder.appendingPathComponent("merged").path], setup: setup)
+        #expect(refused.status == 2 && refused.stderr.contains("modifier tokens"), "merge of a two-token job: \(refused.stderr)")
+
         // The same job in one process: same weights up to summation order.
         let direct = setup.folder.appendingPathComponent("direct")
         try Self.directRun(setup, ranks: 1, out: direct)
