@@ -5,7 +5,8 @@ import Foundation
 /// The A1111 Custom Diffusion extension's files (spec §7.6, §7.7):
 /// * `NAME.delta.safetensors`: `model.diffusion_model.…` keys (LDM names), values W_trained − W_base
 ///   stored F16, `__metadata__ = {"json": "{\"meta\": {\"version\": \"0.2.0\"}, \"entries\": {key: \"delta\", …}}"}`.
-///   Reading also takes `"delta_factors"` entries: `<key>.US` [out, r] and `<key>.Vh` [r, in], Δ = US @ Vh.
+///   `"delta_factors"` entries (written by `cdtrainerd compress`, read from any file) hold `<key>.US`
+///   [out, r] and `<key>.Vh` [r, in] in F16 instead, Δ = US @ Vh (`LowRankDelta`).
 /// * `TOKEN.safetensors`: a textual-inversion embedding `{"emb_params": [n, dim]}` (kohya's spelling,
 ///   which A1111 reads through its single-tensor branch); the embedding is named after the file stem.
 public enum A1111ConceptFormat {
@@ -18,28 +19,51 @@ public enum A1111ConceptFormat {
     public static func write(_ concept: TrainedConcept, name: String, to directory: URL) throws -> [URL] {
         let deltaURL = directory.appendingPathComponent(name + deltaSuffix)
         try DiffusersConceptFormat.checkFileSafe(name, file: directory.path)
-        for token in concept.tokens { try DiffusersConceptFormat.checkFileSafe(token.name, file: directory.path) }
         let ldm = UNet2DConditionModel.ldmKeyNames(concept.unetConfig)
         let unknown = concept.unet.keys.filter { ldm[$0] == nil }.sorted()
         if !unknown.isEmpty {
             throw ConceptFormatError.unsupportedTensors(file: deltaURL.path, format: "A1111 delta (not parameters of this UNet config)", keys: unknown)
         }
+        let entries = try concept.unet.keys.sorted().map { key in
+            (key: ldm[key]!, entry: Entry.delta(try difference(concept, key, file: deltaURL.path)))
+        }
+        return try write(entries, tokens: concept.tokens, to: deltaURL)
+    }
+
+    /// What one metadata entry stands for: a plain delta, or its low-rank factors.
+    enum Entry {
+        case delta(Tensor)
+        case factors(LowRankDelta)
+    }
+
+    /// Writes the delta file `url` with `entries` (LDM keys, in metadata order; values rounded to
+    /// F16) and one `TOKEN.safetensors` embedding per token beside it; returns the paths written.
+    /// Token names are checked before anything is written.
+    static func write(_ entries: [(key: String, entry: Entry)], tokens: [(name: String, embedding: Tensor)], to url: URL) throws -> [URL] {
+        let directory = url.deletingLastPathComponent()
+        for token in tokens { try DiffusersConceptFormat.checkFileSafe(token.name, file: directory.path) }
         var writer = SafetensorsWriter()
-        var entries: [String] = []
-        for key in concept.unet.keys.sorted() {
-            let delta = try difference(concept, key, file: deltaURL.path)
-            writer.add(ldm[key]!, delta, as: .f16)
-            entries.append("\(jsonQuoted(ldm[key]!)): \"delta\"")
+        var kinds: [String] = []
+        for (key, entry) in entries {
+            switch entry {
+            case let .delta(d):
+                writer.add(key, d, as: .f16)
+                kinds.append("\(jsonQuoted(key)): \"delta\"")
+            case let .factors(f):
+                writer.add(key + ".US", f.us, as: .f16)
+                writer.add(key + ".Vh", f.vh, as: .f16)
+                kinds.append("\(jsonQuoted(key)): \"delta_factors\"")
+            }
         }
         // json.dumps spacing, as the extension writes it.
-        writer.metadata["json"] = "{\"meta\": {\"version\": \"\(version)\"}, \"entries\": {\(entries.joined(separator: ", "))}}"
+        writer.metadata["json"] = "{\"meta\": {\"version\": \"\(version)\"}, \"entries\": {\(kinds.joined(separator: ", "))}}"
         try DiffusersConceptFormat.createDirectory(directory)
-        try DiffusersConceptFormat.wrapWrite(writer, deltaURL)
-        var written = [deltaURL]
-        for token in concept.tokens {
-            let url = directory.appendingPathComponent(token.name + ".safetensors")
-            try writeEmbedding(token.embedding.reshaped([1, token.embedding.count]), to: url)
-            written.append(url)
+        try DiffusersConceptFormat.wrapWrite(writer, url)
+        var written = [url]
+        for token in tokens {
+            let tokenURL = directory.appendingPathComponent(token.name + ".safetensors")
+            try writeEmbedding(token.embedding.reshaped([1, token.embedding.count]), to: tokenURL)
+            written.append(tokenURL)
         }
         return written
     }
@@ -71,10 +95,10 @@ public enum A1111ConceptFormat {
                 out[key] = try ConceptFile.tensor(file, key)
             case "delta_factors":
                 let us = try ConceptFile.tensor(file, key + ".US"), vh = try ConceptFile.tensor(file, key + ".Vh")
-                guard us.rank == 2, vh.rank == 2, us.shape[1] == vh.shape[0] else {
-                    throw ConceptFormatError.malformed(file: file.path, reason: "'\(key)' factors US \(us.shape) and Vh \(vh.shape) do not multiply")
+                guard let factors = LowRankDelta(us: us, vh: vh) else {
+                    throw ConceptFormatError.malformed(file: file.path, reason: "'\(key)' factors US \(us.shape) and Vh \(vh.shape) are not [out, r] and [r, in] with r ≥ 1")
                 }
-                out[key] = product(us, vh)
+                out[key] = factors.product()
             default:
                 throw ConceptFormatError.malformed(file: file.path, reason: "entry '\(key)' has kind '\(kind)', expected \"delta\" or \"delta_factors\"")
             }
@@ -96,19 +120,6 @@ public enum A1111ConceptFormat {
             out[k] = s
         }
         return out
-    }
-
-    /// US [m, r] @ Vh [r, n] → [m, n], accumulated in float32 as `US.float() @ Vh.float()`.
-    static func product(_ a: Tensor, _ b: Tensor) -> Tensor {
-        let (m, r, n) = (a.shape[0], a.shape[1], b.shape[1])
-        let c = Tensor(zeros: [m, n])
-        for i in 0..<m {
-            for k in 0..<r {
-                let x = a.pointer[i * r + k]
-                for j in 0..<n { c.pointer[i * n + j] += x * b.pointer[k * n + j] }
-            }
-        }
-        return c
     }
 
     static func jsonQuoted(_ s: String) -> String {

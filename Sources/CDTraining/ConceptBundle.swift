@@ -7,15 +7,22 @@ import Foundation
 ///   (non-finite values, −0 over +0, or W0 and W of opposite sign with |W0 − W| in a higher binade
 ///   than W, which Adam steps across zero produce: 1 of 20 tensors of the fixture's cd_train);
 ///   listed in metadata `full_tensors`, applied like a diffusers full weight;
+/// * `unet_us.<diffusers key>` F32 [out, r] and `unet_vh.<diffusers key>` F32 [r, in]: a delta
+///   kept as low-rank factors, d = us · vh (`LowRankDelta`, written by `cdtrainerd compress`);
+///   listed in metadata `factored_tensors`;
 /// * `token.<name>`: F32 embedding row [dim], id order given by metadata `tokens`;
-/// * `__metadata__`: `format` "cdtrainer-concept", `version` "1", `base_fingerprint`
-///   (`TrainedConcept.fingerprint` of the base values of every unet/unet_full key), `tokens` and
-///   `full_tensors` (JSON arrays), `trainable`, `step`, `settings` (a JSON object string).
+/// * `__metadata__`: `format` "cdtrainer-concept", `version` "1" (or "2" when the file holds factors,
+///   so that builds without factor support refuse it by its version), `base_fingerprint`
+///   (`TrainedConcept.fingerprint` of the base values of every unet/unet_full/factored key), `tokens`,
+///   `full_tensors` and, with factors, `factored_tensors` (JSON arrays); from training `trainable`,
+///   `step`, `settings` (a JSON object string); from compression `compression_ratio`.
 /// Deltas rather than full values so that a bundle blends like an A1111 delta (W0 + s·d), while
 /// s = 1 on the recorded base reproduces the trained weights exactly.
 public enum ConceptBundle {
     public static let formatName = "cdtrainer-concept"
     public static let version = "1"
+    /// The version of a bundle with factored deltas.
+    public static let factoredVersion = "2"
 
     /// Writes the bundle atomically. Throws when a trained tensor has no base value of its shape, or
     /// when `concept.baseFingerprint` is not the fingerprint of `concept.base` (an inconsistent
@@ -33,28 +40,51 @@ public enum ConceptBundle {
             }
             base[key] = w0
         }
-        let fingerprint = TrainedConcept.fingerprint(of: base)
-        var writer = SafetensorsWriter()
-        var full: [String] = []
+        var contents = Contents(baseFingerprint: TrainedConcept.fingerprint(of: base), tokens: concept.tokens)
         for key in keys {
             if let d = exactDelta(concept.unet[key]!, base: base[key]!) {
-                writer.add("unet." + key, d, as: .f32)
+                contents.deltas[key] = d
             } else {
-                writer.add("unet_full." + key, concept.unet[key]!, as: .f32)
-                full.append(key)
+                contents.full[key] = concept.unet[key]!
             }
         }
-        if Set(concept.tokens.map(\.name)).count != concept.tokens.count {
-            throw ConceptFormatError.malformed(file: url.path, reason: "a token name appears twice in \(concept.tokens.map(\.name))")
+        contents.metadata = ["trainable": concept.trainable, "step": String(concept.step), "settings": concept.settings]
+        try write(contents, to: url)
+    }
+
+    /// What a bundle file holds, by diffusers key; a key is in at most one of the three maps.
+    struct Contents {
+        var deltas: [String: Tensor] = [:]
+        var full: [String: Tensor] = [:]
+        var factors: [String: LowRankDelta] = [:]
+        /// Of the base values of every key of the three maps.
+        var baseFingerprint: String
+        var tokens: [(name: String, embedding: Tensor)]
+        /// Extra metadata fields (`trainable`, `step`, `settings`, `compression_ratio`).
+        var metadata: [String: String] = [:]
+    }
+
+    /// Writes `contents` atomically; the version is `factoredVersion` exactly when it has factors.
+    static func write(_ contents: Contents, to url: URL) throws {
+        var writer = SafetensorsWriter()
+        for (key, d) in contents.deltas { writer.add("unet." + key, d, as: .f32) }
+        for (key, w) in contents.full { writer.add("unet_full." + key, w, as: .f32) }
+        for (key, f) in contents.factors {
+            writer.add("unet_us." + key, f.us, as: .f32)
+            writer.add("unet_vh." + key, f.vh, as: .f32)
         }
-        for token in concept.tokens {
+        if Set(contents.tokens.map(\.name)).count != contents.tokens.count {
+            throw ConceptFormatError.malformed(file: url.path, reason: "a token name appears twice in \(contents.tokens.map(\.name))")
+        }
+        for token in contents.tokens {
             writer.add("token." + token.name, token.embedding.reshaped([token.embedding.count]), as: .f32)
         }
-        writer.metadata = [
-            "format": formatName, "version": version, "base_fingerprint": fingerprint,
-            "tokens": jsonArray(concept.tokens.map(\.name)), "full_tensors": jsonArray(full),
-            "trainable": concept.trainable, "step": String(concept.step), "settings": concept.settings,
-        ]
+        writer.metadata = contents.metadata.merging([
+            "format": formatName, "version": contents.factors.isEmpty ? version : factoredVersion,
+            "base_fingerprint": contents.baseFingerprint, "tokens": jsonArray(contents.tokens.map(\.name)),
+            "full_tensors": jsonArray(contents.full.keys.sorted()),
+        ]) { _, fixed in fixed }
+        if !contents.factors.isEmpty { writer.metadata["factored_tensors"] = jsonArray(contents.factors.keys.sorted()) }
         try DiffusersConceptFormat.wrapWrite(writer, url)
     }
 
@@ -90,23 +120,28 @@ public enum ConceptBundle {
     /// Reads a bundle (already recognised by its `format` metadata) into a `LoadedConcept`.
     static func read(_ file: SafetensorsFile) throws -> LoadedConcept {
         let meta = file.metadata
-        guard meta["version"] == version else {
-            throw ConceptFormatError.malformed(file: file.path, reason: "bundle version \(meta["version"] ?? "(none)"), this build reads version \(version)")
+        guard meta["version"] == version || meta["version"] == factoredVersion else {
+            throw ConceptFormatError.malformed(file: file.path, reason: "bundle version \(meta["version"] ?? "(none)"), this build reads versions \(version) and \(factoredVersion)")
         }
         guard let fingerprint = meta["base_fingerprint"], fingerprint.count == 64 else {
             throw ConceptFormatError.malformed(file: file.path, reason: "metadata base_fingerprint missing or not a SHA-256 hex string")
         }
         let tokenNames = try stringArray(meta["tokens"], "tokens", file.path)
         let fullKeys = Set(try stringArray(meta["full_tensors"] ?? "[]", "full_tensors", file.path))
+        let factoredKeys = Set(try stringArray(meta["factored_tensors"] ?? "[]", "factored_tensors", file.path))
         var concept = LoadedConcept(format: .bundle, source: file.path)
         concept.baseFingerprint = fingerprint
-        concept.metadata = meta.filter { ["trainable", "step", "settings"].contains($0.key) }
-        var tokenRows: [String: Tensor] = [:], foreign: [String] = []
+        concept.metadata = meta.filter { ["trainable", "step", "settings", "compression_ratio"].contains($0.key) }
+        var tokenRows: [String: Tensor] = [:], us: [String: Tensor] = [:], vh: [String: Tensor] = [:], foreign: [String] = []
         for name in file.names {
             if name.hasPrefix("unet.") {
                 concept.deltas[String(name.dropFirst(5))] = try ConceptFile.tensor(file, name)
             } else if name.hasPrefix("unet_full.") {
                 concept.weights[String(name.dropFirst(10))] = try ConceptFile.tensor(file, name)
+            } else if name.hasPrefix("unet_us.") {
+                us[String(name.dropFirst(8))] = try ConceptFile.tensor(file, name)
+            } else if name.hasPrefix("unet_vh.") {
+                vh[String(name.dropFirst(8))] = try ConceptFile.tensor(file, name)
             } else if name.hasPrefix("token.") {
                 tokenRows[String(name.dropFirst(6))] = try ConceptFile.tensor(file, name)
             } else {
@@ -117,8 +152,17 @@ public enum ConceptBundle {
         if Set(concept.weights.keys) != fullKeys {
             throw ConceptFormatError.malformed(file: file.path, reason: "full_tensors \(fullKeys.sorted()) do not match the unet_full tensors \(concept.weights.keys.sorted())")
         }
-        if !Set(concept.weights.keys).isDisjoint(with: concept.deltas.keys) {
-            throw ConceptFormatError.malformed(file: file.path, reason: "a key is stored both as delta and as full value")
+        guard Set(us.keys) == factoredKeys, Set(vh.keys) == factoredKeys else {
+            throw ConceptFormatError.malformed(file: file.path, reason: "factored_tensors \(factoredKeys.sorted()) do not match the unet_us tensors \(us.keys.sorted()) and unet_vh tensors \(vh.keys.sorted())")
+        }
+        if !Set(concept.weights.keys).isDisjoint(with: concept.deltas.keys) || !factoredKeys.isDisjoint(with: Set(concept.deltas.keys).union(concept.weights.keys)) {
+            throw ConceptFormatError.malformed(file: file.path, reason: "a key is stored in more than one form (delta, full value, factors)")
+        }
+        for key in factoredKeys.sorted() {  // the applied delta is the float32 product, as for an A1111 file
+            guard let factors = LowRankDelta(us: us[key]!, vh: vh[key]!) else {
+                throw ConceptFormatError.malformed(file: file.path, reason: "'\(key)' factors unet_us \(us[key]!.shape) and unet_vh \(vh[key]!.shape) are not [out, r] and [r, in] with r ≥ 1")
+            }
+            concept.deltas[key] = factors.product()
         }
         guard Set(tokenRows.keys) == Set(tokenNames), tokenNames.count == tokenRows.count else {
             throw ConceptFormatError.malformed(file: file.path, reason: "metadata tokens \(tokenNames) do not match the token tensors \(tokenRows.keys.sorted())")

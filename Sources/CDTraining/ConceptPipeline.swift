@@ -6,8 +6,11 @@ import Foundation
 ///
 /// Design: `StableDiffusionPipeline` has no room for extra state, so the base (UNet, tokenizer,
 /// token rows at `init`) lives here; `pipeline` is changed in place. Semantics of `apply`:
-/// * full weights (diffusers files, bundle `unet_full`) replace: W = W0 + s·(W − W0) from the
-///   **base** W0, exactly W when s = 1, so a second full-weight concept replaces the first (§8.2);
+/// * full weights of diffusers files replace: W = W0 + s·(W − W0) from the **base** W0, exactly W
+///   when s = 1, so a second full-weight concept replaces the first (§8.2);
+/// * a bundle's `unet_full` tensors (its base is verified) blend like its deltas: the current
+///   weights get s·(W − W0); where nothing else has changed the key yet they are set to W0 +
+///   s·(W − W0) from the base, so s = 1 on the recorded base still gives W bit for bit;
 /// * deltas (A1111, bundles) add to the **current** weights, W += s·Δ, so several blend as the
 ///   A1111 extension's `<delta:NAME:s>` tags do (§8.3);
 /// * a bundle's base_fingerprint is checked against the **base** values of its keys;
@@ -37,10 +40,19 @@ public final class ConceptPipeline: @unchecked Sendable {
             if actual != expected { throw ConceptFormatError.baseMismatch(file: concept.source, bundle: expected, pipeline: actual) }
         }
         var updates: [String: Tensor] = [:]
-        for (key, w) in concept.weights {
-            updates[key] = strength == 1 ? w : Self.combine(baseUNet.weights[key], w, strength, subtractBase: true)
-        }
         let current = pipeline.models.unet.weights
+        for (key, w) in concept.weights {
+            let base = baseUNet.weights[key]
+            let fromBase = strength == 1 ? w : Self.combine(base, w, strength, subtractBase: true)
+            if concept.format == .bundle, !Self.identical(current[key], base) {
+                // current + s·(W − W0): another concept already changed this key.
+                let delta = Tensor(zeros: w.shape)
+                for i in 0..<delta.count { delta.pointer[i] = w.pointer[i] - base.pointer[i] }
+                updates[key] = Self.combine(current[key], delta, strength, subtractBase: false)
+            } else {
+                updates[key] = fromBase
+            }
+        }
         for (key, d) in concept.deltas { updates[key] = Self.combine(current[key], d, strength, subtractBase: false) }
         let (tokenizer, embeddings) = try addTokens(concept)
         let unet: UNet2DConditionModel
@@ -57,6 +69,14 @@ public final class ConceptPipeline: @unchecked Sendable {
         pipeline.models.unet = baseUNet
         pipeline.tokenizer = baseTokenizer
         pipeline.tokenEmbeddings = baseTokenEmbeddings
+    }
+
+    /// Whether two tensors hold the same values (the same storage, or equal elementwise).
+    static func identical(_ a: Tensor, _ b: Tensor) -> Bool {
+        guard a.shape == b.shape else { return false }
+        if a.pointer == b.pointer { return true }
+        for i in 0..<a.count where a.pointer[i].bitPattern != b.pointer[i].bitPattern { return false }
+        return true
     }
 
     /// x0 + s·(y − x0) when `subtractBase`, else x0 + s·y; elementwise in float32 [shape of x0].

@@ -11,7 +11,8 @@ public struct LoadedConcept: @unchecked Sendable {
     public var source: String
     /// Values that replace the base (full trained weights), by UNet key.
     public var weights: [String: Tensor] = [:]
-    /// Differences added to the UNet as strength × delta, by UNet key.
+    /// Differences added to the UNet as strength × delta, by UNet key. A delta stored as low-rank
+    /// factors (A1111 `"delta_factors"`, bundle `unet_us`/`unet_vh`) is here as their float32 product.
     public var deltas: [String: Tensor] = [:]
     /// Modifier tokens in id order, each with its embedding row [dim].
     public var tokens: [(name: String, embedding: Tensor)] = []

@@ -5,5 +5,5 @@ struct CDTrainerd: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cdtrainerd",
         abstract: "Custom Diffusion training daemon for CPU clusters (OpenBLAS numerics, MPI data parallelism).",
-        subcommands: [ServeCommand.self, RunCommand.self, MergeCommand.self, SampleCommand.self, BenchCommand.self, VersionCommand.self])
+        subcommands: [ServeCommand.self, RunCommand.self, MergeCommand.self, CompressCommand.self, SampleCommand.self, BenchCommand.self, VersionCommand.self])
 }
