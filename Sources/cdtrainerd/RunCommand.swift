@@ -3,7 +3,6 @@ import CDDaemon
 import CDDistributed
 import CDDistributedMPI
 import CDProtocol
-import CDTensor
 import CDTraining
 import Foundation
 
@@ -32,18 +31,8 @@ struct RunCommand: ParsableCommand {
 
     func run() throws {
         let signals = StopSignals()
-        // A process started by mpirun joins the MPI world (initialized here, on the main thread,
-        // which makes every MPI call of this command). Started directly, it is a world of one
-        // without MPI (OpenMPI 4.1 could make a singleton world, but that forks a helper daemon
-        // for nothing).
-        let mpi = MPICommunicator.launchedByMPI ? try MPICommunicator() : nil
-        let world: Communicator = mpi ?? SingleProcessCommunicator()
+        let (mpi, world) = try MPIWorld.join()
         defer { mpi?.finalize() }
-        // Ranks on one node share its cores (before the thread pool is created).
-        let perNode = MPICommunicator.localSize
-        if perNode > 1, ProcessInfo.processInfo.environment["CD_NUM_THREADS"] == nil {
-            setenv("CD_NUM_THREADS", String(max(1, ThreadPool.defaultThreadCount / perNode)), 1)
-        }
         var outcome = JobRunner.Outcome.completed
         do {
             let spec = try JobSpec.load(path: job)

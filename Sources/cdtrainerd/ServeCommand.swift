@@ -4,7 +4,6 @@ import CDDistributed
 import CDDistributedMPI
 import CDProtocol
 import CDServer
-import CDTensor
 import Dispatch
 import Foundation
 import Hummingbird
@@ -51,13 +50,8 @@ struct ServeCommand: ParsableCommand {
             FileHandle.standardError.write(Data("cdtrainerd serve: \(error)\n".utf8))
             throw ExitCode(Self.configurationExit)
         }
-        let mpi = MPICommunicator.launchedByMPI ? try MPICommunicator() : nil
-        let world: Communicator = mpi ?? SingleProcessCommunicator()
+        let (mpi, world) = try MPIWorld.join()
         defer { mpi?.finalize() }
-        let perNode = MPICommunicator.localSize
-        if perNode > 1, ProcessInfo.processInfo.environment["CD_NUM_THREADS"] == nil {
-            setenv("CD_NUM_THREADS", String(max(1, ThreadPool.defaultThreadCount / perNode)), 1)
-        }
         let rank = world.rank
         let log: @Sendable (String) -> Void = { line in
             FileHandle.standardError.write(Data("cdtrainerd[\(rank)]: \(line)\n".utf8))

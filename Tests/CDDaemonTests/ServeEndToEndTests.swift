@@ -22,27 +22,8 @@ import Testing
     /// Two ranks sum gradients in another order than one: MPIRunTests measured this bound.
     static let relativeTolerance: Float = 1e-4
 
-    static func binary(_ name: String, env: String) -> URL? {
-        if let path = ProcessInfo.processInfo.environment[env], !path.isEmpty { return URL(fileURLWithPath: path) }
-        var candidates: [URL] = []
-        if let exe = Bundle.main.executableURL { candidates.append(exe.deletingLastPathComponent()) }
-        candidates.append(Bundle.main.bundleURL.deletingLastPathComponent())
-        candidates.append(URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent())
-        for folder in candidates {
-            let url = folder.appendingPathComponent(name)
-            if FileManager.default.isExecutableFile(atPath: url.path) { return url }
-        }
-        return nil
-    }
-
-    static var mpirun: URL? {
-        if let path = ProcessInfo.processInfo.environment["MPIRUN"], !path.isEmpty { return URL(fileURLWithPath: path) }
-        for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":") {
-            let url = URL(fileURLWithPath: String(dir)).appendingPathComponent("mpirun")
-            if FileManager.default.isExecutableFile(atPath: url.path) { return url }
-        }
-        return nil
-    }
+    static func binary(_ name: String, env: String) -> URL? { Executables.product(name, override: env) }
+    static var mpirun: URL? { Executables.mpirun }
 
     static let mpiFlags = ["--allow-run-as-root", "--oversubscribe", "--bind-to", "none",
                            "--mca", "btl", "self,vader", "--mca", "btl_vader_single_copy_mechanism", "none"]

@@ -18,28 +18,8 @@ import Testing
     /// Measured on this job (Debian 12, OpenMPI 4.1.4, 2 cores): see `equalityAcrossWorldSizes`.
     static let relativeTolerance: Float = 1e-4
 
-    static var binary: URL? {
-        if let path = ProcessInfo.processInfo.environment["CDTRAINERD"], !path.isEmpty { return URL(fileURLWithPath: path) }
-        // The test runner (…/debug/cdtrainerPackageTests.xctest) lives in the build products folder.
-        var candidates: [URL] = []
-        if let exe = Bundle.main.executableURL { candidates.append(exe.deletingLastPathComponent()) }
-        candidates.append(Bundle.main.bundleURL.deletingLastPathComponent())
-        candidates.append(URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent())
-        for folder in candidates {
-            let url = folder.appendingPathComponent("cdtrainerd")
-            if FileManager.default.isExecutableFile(atPath: url.path) { return url }
-        }
-        return nil
-    }
-
-    static var mpirun: URL? {
-        if let path = ProcessInfo.processInfo.environment["MPIRUN"], !path.isEmpty { return URL(fileURLWithPath: path) }
-        for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":") {
-            let url = URL(fileURLWithPath: String(dir)).appendingPathComponent("mpirun")
-            if FileManager.default.isExecutableFile(atPath: url.path) { return url }
-        }
-        return nil
-    }
+    static var binary: URL? { Executables.product("cdtrainerd", override: "CDTRAINERD") }
+    static var mpirun: URL? { Executables.mpirun }
 
     struct Run {
         var out: URL
