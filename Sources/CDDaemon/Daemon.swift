@@ -40,7 +40,7 @@ public final class Daemon: @unchecked Sendable {
     /// the world (a collective failing), which the supervisor answers with a restart.
     public func run() throws {
         if let state {
-            for job in try state.jobs.requeueInterrupted() {
+            for job in try state.jobs.requeueInterrupted(maxCrashRestarts: config.maxCrashRestarts) {
                 log("requeued \(job.id) (\(job.name)) at step \(job.step); it resumes from its last checkpoint")
             }
         }

@@ -16,6 +16,7 @@ public struct DaemonConfig: Sendable, Equatable {
     /// "" → `$TMPDIR/cdtrainerd-work-<uid>`.
     public var workDirectory = ""
     public var keepCheckpoints = 0
+    public var maxCrashRestarts = 3
     // [models]: name → absolute path.
     public var models: [String: String] = [:]
     // [defaults]
@@ -73,10 +74,12 @@ public struct DaemonConfig: Sendable, Equatable {
             if let v = r.int("max_upload_mib") { c.maxUploadMiB = v }
         }
         if let r = section("state") {
-            r.reportUnknown(known: ["dir", "work_dir", "keep_checkpoints"], aliases: ["state_dir": "dir", "directory": "dir", "path": "dir"])
+            r.reportUnknown(known: ["dir", "work_dir", "keep_checkpoints", "max_crash_restarts"],
+                            aliases: ["state_dir": "dir", "directory": "dir", "path": "dir", "max_restarts": "max_crash_restarts"])
             if let v = r.string("dir") { c.stateDirectory = path(v) }
             if let v = r.string("work_dir") { c.workDirectory = v.isEmpty ? "" : path(v) }
             if let v = r.int("keep_checkpoints") { c.keepCheckpoints = v }
+            if let v = r.int("max_crash_restarts") { c.maxCrashRestarts = v }
         }
         if let r = section("models") {
             for name in r.table.keys.sorted() {
@@ -105,6 +108,7 @@ public struct DaemonConfig: Sendable, Equatable {
 
         if !(0...65535).contains(c.port) { d.add("server.port", "must be 0…65535 (got \(c.port))") }
         if c.maxUploadMiB < 1 { d.add("server.max_upload_mib", "must be at least 1 (got \(c.maxUploadMiB))") }
+        if c.maxCrashRestarts < 0 { d.add("state.max_crash_restarts", "must be 0 (no limit) or more (got \(c.maxCrashRestarts))") }
         if c.keepCheckpoints < 0 { d.add("state.keep_checkpoints", "must be 0 (keep all) or more (got \(c.keepCheckpoints))") }
         if c.sampleSteps < 1 { d.add("defaults.sample_steps", "must be at least 1 (got \(c.sampleSteps))") }
         if !(c.sampleGuidance >= 0 && c.sampleGuidance.isFinite) { d.add("defaults.sample_guidance", "must be a number ≥ 0") }

@@ -347,7 +347,11 @@ public final class JobStore: Sendable {
     /// At daemon start: every job left `running` (the process died) becomes `interrupted`, then every
     /// `interrupted` job is requeued (`queued`, events for both steps), oldest first, except jobs
     /// with a pending cancel request, which become `cancelled`. Returns the requeued jobs.
-    public func requeueInterrupted() throws -> [Job] {
+    ///
+    /// A job found `running` was interrupted by a crash of the daemon or its world; when that has
+    /// happened `maxCrashRestarts` times already (0: no limit) the job fails instead, so a job that
+    /// kills the world every time (out of memory on a node, say) does not do so forever.
+    public func requeueInterrupted(maxCrashRestarts: Int = 0) throws -> [Job] {
         let jobs: [Job] = try pool.write { db in
             let rows = try Row.fetchAll(
                 db, sql: "SELECT * FROM jobs WHERE state IN ('running', 'interrupted') ORDER BY number")
@@ -359,9 +363,16 @@ public final class JobStore: Sendable {
                     continue
                 }
                 if job.state == .running {
-                    job = try self.applyTransition(
-                        db, job, to: .interrupted, reason: "the daemon stopped while the job ran",
-                        error: "the daemon stopped while the job ran")
+                    let crashes = try Int.fetchOne(
+                        db, sql: "SELECT COUNT(*) FROM job_events WHERE job_id = ? AND kind = 'state' AND payload LIKE ?",
+                        arguments: [job.id, "%\(Self.crashReason)%"]) ?? 0
+                    if maxCrashRestarts > 0, crashes >= maxCrashRestarts {
+                        let message = "the daemon stopped while this job ran \(crashes + 1) times (a crash or a lost node each time?); "
+                            + "not requeued again: look for the cause in the daemon's log, then resubmit"
+                        _ = try self.applyTransition(db, job, to: .failed, reason: message, error: message)
+                        continue
+                    }
+                    job = try self.applyTransition(db, job, to: .interrupted, reason: Self.crashReason, error: Self.crashReason)
                 }
                 requeued.append(try self.applyTransition(db, job, to: .queued, reason: "requeued at daemon start", error: nil))
             }
@@ -370,6 +381,8 @@ public final class JobStore: Sendable {
         changes.signal()
         return jobs
     }
+
+    static let crashReason = "the daemon stopped while the job ran"
 
     /// Cancels a job: queued or interrupted → `cancelled` at once; running → a cancel request the
     /// trainer sees through `cancelRequested` at its next step boundary (it then moves the job to

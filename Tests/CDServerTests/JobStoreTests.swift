@@ -313,6 +313,31 @@ struct JobStoreTests {
         }
     }
 
+    @Test("a job that was running at every one of too many crashes fails instead of being requeued again")
+    func crashLoopingJobFails() async throws {
+        try await withTemporaryDirectory { dir in
+            let blobs = try BlobStore(directory: dir + "/blobs", temporaryDirectory: dir + "/tmp")
+            let store = try JobStore(path: dir + "/cdtrainerd.sqlite", blobs: blobs)
+            let job = try makeJob(store, in: .running, name: "oom")
+            let graceful = try makeJob(store, in: .running, name: "stopped")
+            for round in 1...3 {
+                _ = try store.transition(graceful.id, to: .interrupted, error: "stopped by a signal")  // not a crash
+                let requeued = try store.requeueInterrupted(maxCrashRestarts: 2)
+                if round <= 2 {
+                    #expect(requeued.map(\.id).contains(job.id), "crash \(round) of a limit of 2: requeued")
+                } else {
+                    #expect(!requeued.map(\.id).contains(job.id))
+                    let failed = try store.job(job.id)
+                    #expect(failed.state == .failed && failed.error?.contains("3 times") == true, "\(failed.error ?? "")")
+                }
+                #expect(requeued.map(\.id).contains(graceful.id), "graceful stops do not count")
+                if round <= 2 { _ = try store.transition(job.id, to: .running) }
+                _ = try store.transition(graceful.id, to: .running)
+            }
+            try store.close()
+        }
+    }
+
     @Test("a submission referencing missing blobs or bad names fails whole and stores nothing")
     func missingBlobLeavesStoreUnchanged() async throws {
         try await withStateDirectory { state in
