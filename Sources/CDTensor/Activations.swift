@@ -25,6 +25,8 @@ public enum Activation: Sendable, CaseIterable {
 }
 
 public func activationForward(_ kind: Activation, x: Tensor, out: Tensor) {
+    let timing = OpTimer.begin(.elementwise)
+    defer { OpTimer.end(timing) }
     precondition(out.count == x.count, "activation output \(out.shape) for \(x.shape)")
     ThreadPool.shared.parallelRanges(x.count, grain: 16384) { r in
         let xs = x.pointer, ys = out.pointer
@@ -38,6 +40,8 @@ public func activationForward(_ kind: Activation, x: Tensor, out: Tensor) {
 
 /// dx += dy · f'(x)
 public func activationBackward(_ kind: Activation, x: Tensor, dOut: Tensor, dx: Tensor) {
+    let timing = OpTimer.begin(.elementwise)
+    defer { OpTimer.end(timing) }
     precondition(dOut.count == x.count && dx.count == x.count, "activation gradient shapes")
     ThreadPool.shared.parallelRanges(x.count, grain: 16384) { r in
         let xs = x.pointer, dy = dOut.pointer, d = dx.pointer
@@ -70,6 +74,8 @@ public func activationBackward(_ kind: Activation, x: Tensor, dOut: Tensor, dx: 
 /// GEGLU (diffusers `GEGLU` after `ff.net.0.proj`): x[…, 2F] splits into hidden = x[…, :F] and
 /// gate = x[…, F:]; out[…, F] = hidden · gelu(gate).
 public func gegluForward(x: Tensor, out: Tensor) {
+    let timing = OpTimer.begin(.elementwise)
+    defer { OpTimer.end(timing) }
     let f = out.dim(-1), rows = out.count / max(f, 1)
     precondition(x.dim(-1) == 2 * f && x.count == 2 * out.count, "GEGLU input \(x.shape) for output \(out.shape)")
     ThreadPool.shared.parallelRanges(rows, grain: max(1, 8192 / max(f, 1))) { r in
@@ -82,6 +88,8 @@ public func gegluForward(x: Tensor, out: Tensor) {
 
 /// forward: y = h·gelu(g);  dh += dy·gelu(g);  dg += dy·h·gelu'(g)
 public func gegluBackward(x: Tensor, dOut: Tensor, dx: Tensor) {
+    let timing = OpTimer.begin(.elementwise)
+    defer { OpTimer.end(timing) }
     let f = dOut.dim(-1), rows = dOut.count / max(f, 1)
     precondition(x.count == 2 * dOut.count && dx.count == x.count, "GEGLU gradient shapes")
     ThreadPool.shared.parallelRanges(rows, grain: max(1, 8192 / max(f, 1))) { r in

@@ -47,6 +47,8 @@ public struct AttentionShape: Sendable, Equatable {
 
 public func attentionForward(q: Tensor, k: Tensor, v: Tensor, heads: Int, causal: Bool = false,
                              out: Tensor, logSumExp: Tensor, tileFloats: Int = AttentionShape.defaultTileFloats) {
+    let timing = OpTimer.begin(.attention)
+    defer { OpTimer.end(timing) }
     let s = AttentionShape(q: q, k: k, v: v, heads: heads, causal: causal, tileFloats: tileFloats)
     precondition(out.shape == q.shape, "attention output \(out.shape), expected \(q.shape)")
     precondition(logSumExp.count == s.batch * heads * s.queries, "logSumExp must be [B, H, Tq]")
@@ -93,6 +95,8 @@ public func attentionForward(q: Tensor, k: Tensor, v: Tensor, heads: Int, causal
 public func attentionBackward(q: Tensor, k: Tensor, v: Tensor, heads: Int, causal: Bool = false,
                               out: Tensor, logSumExp: Tensor, dOut: Tensor,
                               dq: Tensor?, dk: Tensor?, dv: Tensor?, tileFloats: Int = AttentionShape.defaultTileFloats) {
+    let timing = OpTimer.begin(.attention)
+    defer { OpTimer.end(timing) }
     let s = AttentionShape(q: q, k: k, v: v, heads: heads, causal: causal, tileFloats: tileFloats)
     precondition(out.shape == q.shape && dOut.shape == q.shape, "attention out \(out.shape) / dOut \(dOut.shape) for q \(q.shape)")
     precondition(logSumExp.count == s.batch * heads * s.queries, "logSumExp must be [B, H, Tq]")

@@ -69,6 +69,8 @@ public struct Conv2dGeometry: Sendable, Equatable {
 public func conv2dForward(x: Tensor, weight: Tensor, bias: Tensor?, out: Tensor,
                           parameters: Conv2dParameters = Conv2dParameters(),
                           columnBudget: Int = Conv2dGeometry.defaultColumnBudget) {
+    let timing = OpTimer.begin(.conv)
+    defer { OpTimer.end(timing) }
     let g = Conv2dGeometry(input: x.shape, weight: weight.shape, parameters: parameters, columnBudget: columnBudget)
     precondition(out.shape == g.outputShape, "conv2d output \(out.shape), expected \(g.outputShape)")
     let (o, k, p) = (g.outChannels, g.colRows, g.colCols)
@@ -101,6 +103,8 @@ public func conv2dBackward(x: Tensor, weight: Tensor, dOut: Tensor,
                            dx: Tensor?, dWeight: Tensor?, dBias: Tensor?,
                            parameters: Conv2dParameters = Conv2dParameters(),
                            columnBudget: Int = Conv2dGeometry.defaultColumnBudget) {
+    let timing = OpTimer.begin(.conv)
+    defer { OpTimer.end(timing) }
     let g = Conv2dGeometry(input: x.shape, weight: weight.shape, parameters: parameters, columnBudget: columnBudget)
     precondition(dOut.shape == g.outputShape, "conv2d dOut \(dOut.shape), expected \(g.outputShape)")
     let (o, k, p) = (g.outChannels, g.colRows, g.colCols)

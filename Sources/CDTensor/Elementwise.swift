@@ -2,27 +2,37 @@
 /// a time embedding [N, C] to activations [N, C, H, W].
 
 public func addForward(_ a: Tensor, _ b: Tensor, out: Tensor) {
+    let timing = OpTimer.begin(.elementwise)
+    defer { OpTimer.end(timing) }
     precondition(a.count == b.count && out.count == a.count, "add shapes \(a.shape) \(b.shape) \(out.shape)")
     zipVec(a.pointer, b.pointer, out.pointer, a.count) { $0 + $1 }
 }
 
 /// forward: y = a + b;  da += dy, db += dy (either may be nil).
 public func addBackward(dOut: Tensor, da: Tensor?, db: Tensor?) {
+    let timing = OpTimer.begin(.elementwise)
+    defer { OpTimer.end(timing) }
     for d in [da, db].compactMap({ $0 }) { accumulate(dOut, into: d) }
 }
 
 public func mulForward(_ a: Tensor, _ b: Tensor, out: Tensor) {
+    let timing = OpTimer.begin(.elementwise)
+    defer { OpTimer.end(timing) }
     precondition(a.count == b.count && out.count == a.count, "mul shapes \(a.shape) \(b.shape) \(out.shape)")
     zipVec(a.pointer, b.pointer, out.pointer, a.count) { $0 * $1 }
 }
 
 /// forward: y = a·b;  da += dy·b, db += dy·a.
 public func mulBackward(_ a: Tensor, _ b: Tensor, dOut: Tensor, da: Tensor?, db: Tensor?) {
+    let timing = OpTimer.begin(.elementwise)
+    defer { OpTimer.end(timing) }
     if let da { fmaInto(da, dOut, b) }
     if let db { fmaInto(db, dOut, a) }
 }
 
 public func scaleForward(_ x: Tensor, by s: Float, out: Tensor) {
+    let timing = OpTimer.begin(.elementwise)
+    defer { OpTimer.end(timing) }
     precondition(out.count == x.count)
     let sv = Vec8(repeating: s)
     zipVec(x.pointer, x.pointer, out.pointer, x.count) { v, _ in v * sv }
@@ -30,6 +40,8 @@ public func scaleForward(_ x: Tensor, by s: Float, out: Tensor) {
 
 /// forward: y = s·x;  dx += s·dy.
 public func scaleBackward(dOut: Tensor, by s: Float, dx: Tensor) {
+    let timing = OpTimer.begin(.elementwise)
+    defer { OpTimer.end(timing) }
     precondition(dx.count == dOut.count)
     let sv = Vec8(repeating: s)
     zipVec(dx.pointer, dOut.pointer, dx.pointer, dx.count) { d, g in d + sv * g }
@@ -37,12 +49,16 @@ public func scaleBackward(dOut: Tensor, by s: Float, dx: Tensor) {
 
 /// into += x
 public func accumulate(_ x: Tensor, into: Tensor) {
+    let timing = OpTimer.begin(.elementwise)
+    defer { OpTimer.end(timing) }
     precondition(x.count == into.count, "accumulate \(x.shape) into \(into.shape)")
     zipVec(into.pointer, x.pointer, into.pointer, x.count) { $0 + $1 }
 }
 
 /// out[n, c, …] = x[n, c, …] + v[n, c]
 public func addChannelBroadcastForward(_ x: Tensor, _ v: Tensor, out: Tensor) {
+    let timing = OpTimer.begin(.elementwise)
+    defer { OpTimer.end(timing) }
     let (n, c) = (x.shape[0], x.shape[1]), plane = x.count / max(n * c, 1)
     precondition(v.count == n * c && out.count == x.count, "broadcast add \(x.shape) + \(v.shape)")
     ThreadPool.shared.parallelRanges(n * c, grain: max(1, 16384 / max(plane, 1))) { r in
@@ -58,6 +74,8 @@ public func addChannelBroadcastForward(_ x: Tensor, _ v: Tensor, out: Tensor) {
 
 /// forward: y = x + v[:, :, None, None];  dx += dy, dv[n, c] += Σ_spatial dy[n, c].
 public func addChannelBroadcastBackward(dOut: Tensor, dx: Tensor?, dv: Tensor?) {
+    let timing = OpTimer.begin(.elementwise)
+    defer { OpTimer.end(timing) }
     if let dx { accumulate(dOut, into: dx) }
     if let dv {
         let (n, c) = (dOut.shape[0], dOut.shape[1]), plane = dOut.count / max(n * c, 1)

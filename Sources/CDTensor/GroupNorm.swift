@@ -27,6 +27,8 @@ private struct GroupNormDims {
 
 public func groupNormForward(x: Tensor, gamma: Tensor, beta: Tensor, groups: Int, eps: Float,
                              silu: Bool = false, out: Tensor, stats: GroupNormStats) {
+    let timing = OpTimer.begin(.norm)
+    defer { OpTimer.end(timing) }
     let d = GroupNormDims(x, groups: groups, gamma: gamma, beta: beta, stats: stats)
     precondition(out.count == x.count)
     let len = d.perGroup * d.spatial
@@ -58,6 +60,8 @@ public func groupNormForward(x: Tensor, gamma: Tensor, beta: Tensor, groups: Int
 public func groupNormBackward(x: Tensor, gamma: Tensor, beta: Tensor, groups: Int, silu: Bool = false,
                               stats: GroupNormStats, dOut: Tensor,
                               dx: Tensor?, dGamma: Tensor?, dBeta: Tensor?) {
+    let timing = OpTimer.begin(.norm)
+    defer { OpTimer.end(timing) }
     let d = GroupNormDims(x, groups: groups, gamma: gamma, beta: beta, stats: stats)
     precondition(dOut.count == x.count && (dx?.count ?? x.count) == x.count, "group norm dOut/dx must match x \(x.shape)")
     precondition((dGamma?.count ?? d.c) == d.c && (dBeta?.count ?? d.c) == d.c, "group norm dGamma/dBeta must have \(d.c) entries")

@@ -2,6 +2,8 @@
 /// Forward saves mean and rstd, each [M].
 public func layerNormForward(x: Tensor, gamma: Tensor, beta: Tensor, eps: Float,
                              out: Tensor, mean: Tensor, rstd: Tensor) {
+    let timing = OpTimer.begin(.norm)
+    defer { OpTimer.end(timing) }
     let d = x.dim(-1), m = x.count / max(d, 1)
     precondition(gamma.count == d && beta.count == d && out.count == x.count, "layer norm shapes")
     precondition(mean.count == m && rstd.count == m, "layer norm stats need \(m) rows")
@@ -30,6 +32,8 @@ public func layerNormForward(x: Tensor, gamma: Tensor, beta: Tensor, eps: Float,
 /// dγ/dβ are summed per worker (in Double) and reduced at the end, so rows can run in parallel.
 public func layerNormBackward(x: Tensor, gamma: Tensor, mean: Tensor, rstd: Tensor, dOut: Tensor,
                               dx: Tensor?, dGamma: Tensor?, dBeta: Tensor?) {
+    let timing = OpTimer.begin(.norm)
+    defer { OpTimer.end(timing) }
     let d = x.dim(-1), m = x.count / max(d, 1)
     precondition(gamma.count == d && mean.count == m && rstd.count == m, "layer norm gamma/stats for \(x.shape)")
     precondition(dOut.count == x.count && (dx?.count ?? x.count) == x.count, "layer norm dOut/dx must match x \(x.shape)")

@@ -11,6 +11,8 @@
 }
 
 public func linearForward(x: Tensor, weight: Tensor, bias: Tensor?, out: Tensor) {
+    let timing = OpTimer.begin(.matmul)
+    defer { OpTimer.end(timing) }
     let (m, n, k) = linearDims(x, weight, out)
     FlopCounter.add(.matmul, 2 * Double(m) * Double(n) * Double(k))
     BLAS.gemm(transB: true, m: m, n: n, k: k, a: x.pointer, lda: k, b: weight.pointer, ldb: k,
@@ -24,6 +26,8 @@ public func linearForward(x: Tensor, weight: Tensor, bias: Tensor?, out: Tensor)
 ///   dx += dy·W,  dW += dyᵀ·x,  db += Σ_rows dy
 public func linearBackward(x: Tensor, weight: Tensor, dOut: Tensor,
                            dx: Tensor?, dWeight: Tensor?, dBias: Tensor?) {
+    let timing = OpTimer.begin(.matmul)
+    defer { OpTimer.end(timing) }
     let (m, n, k) = linearDims(x, weight, dOut)
     FlopCounter.add(.matmul, 2 * Double(m) * Double(n) * Double(k) * Double((dx == nil ? 0 : 1) + (dWeight == nil ? 0 : 1)))
     if let dx {

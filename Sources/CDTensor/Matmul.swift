@@ -22,6 +22,8 @@ public struct MatmulShape: Sendable, Equatable {
 
 public func matmulForward(a: Tensor, b: Tensor, transA: Bool = false, transB: Bool = false,
                           alpha: Float = 1, out: Tensor) {
+    let timing = OpTimer.begin(.matmul)
+    defer { OpTimer.end(timing) }
     let s = MatmulShape(a: a, b: b, transA: transA, transB: transB)
     precondition(out.count == s.m * s.n, "matmul output \(out.shape), expected [\(s.m), \(s.n)]")
     FlopCounter.add(.matmul, 2 * Double(s.m) * Double(s.n) * Double(s.k))
@@ -33,6 +35,8 @@ public func matmulForward(a: Tensor, b: Tensor, transA: Bool = false, transB: Bo
 ///   d op(A) = alpha · dOut · op(B)ᵀ,   d op(B) = alpha · op(A)ᵀ · dOut
 public func matmulBackward(a: Tensor, b: Tensor, transA: Bool = false, transB: Bool = false,
                            alpha: Float = 1, dOut: Tensor, dA: Tensor?, dB: Tensor?) {
+    let timing = OpTimer.begin(.matmul)
+    defer { OpTimer.end(timing) }
     let s = MatmulShape(a: a, b: b, transA: transA, transB: transB)
     let (m, n, k) = (s.m, s.n, s.k)
     precondition(dOut.count == m * n, "matmul dOut \(dOut.shape), expected [\(m), \(n)]")

@@ -2,6 +2,8 @@ import Foundation
 
 /// Softmax over the last dimension of x[M, N] (leading dims flattened).
 public func softmaxForward(x: Tensor, out: Tensor) {
+    let timing = OpTimer.begin(.elementwise)
+    defer { OpTimer.end(timing) }
     let n = x.dim(-1), m = x.count / max(n, 1)
     precondition(out.count == x.count, "softmax output \(out.shape) for \(x.shape)")
     ThreadPool.shared.parallelRanges(m, grain: max(1, 4096 / max(n, 1))) { rows in
@@ -11,6 +13,8 @@ public func softmaxForward(x: Tensor, out: Tensor) {
 
 /// forward: y = softmax(x);  dx += y ∘ (dy − Σ dy·y)
 public func softmaxBackward(out y: Tensor, dOut: Tensor, dx: Tensor) {
+    let timing = OpTimer.begin(.elementwise)
+    defer { OpTimer.end(timing) }
     let n = y.dim(-1), m = y.count / max(n, 1)
     precondition(dOut.count == y.count && dx.count == y.count, "softmax gradient shapes \(dOut.shape), \(dx.shape) for \(y.shape)")
     ThreadPool.shared.parallelRanges(m, grain: max(1, 4096 / max(n, 1))) { rows in

@@ -1,6 +1,8 @@
 /// Nearest-neighbour 2× upsampling, x[N, C, H, W] → out[N, C, 2H, 2W] (each pixel → 2×2 block),
 /// as `F.interpolate(scale_factor=2, mode="nearest")` in UNet and VAE Upsample2D.
 public func upsampleNearest2xForward(x: Tensor, out: Tensor) {
+    let timing = OpTimer.begin(.elementwise)
+    defer { OpTimer.end(timing) }
     let (h, w) = (x.dim(-2), x.dim(-1)), planes = x.count / max(h * w, 1)
     precondition(out.count == 4 * x.count && out.dim(-2) == 2 * h && out.dim(-1) == 2 * w, "upsample output \(out.shape) for \(x.shape)")
     ThreadPool.shared.parallelRanges(planes, grain: max(1, 4096 / max(h * w, 1))) { r in
@@ -17,6 +19,8 @@ public func upsampleNearest2xForward(x: Tensor, out: Tensor) {
 
 /// forward: out[2y+a, 2x+b] = x[y, x];  dx[y, x] += Σ_{a,b} dOut[2y+a, 2x+b]
 public func upsampleNearest2xBackward(dOut: Tensor, dx: Tensor) {
+    let timing = OpTimer.begin(.elementwise)
+    defer { OpTimer.end(timing) }
     let (h, w) = (dx.dim(-2), dx.dim(-1)), planes = dx.count / max(h * w, 1)
     precondition(dOut.count == 4 * dx.count && dOut.dim(-2) == 2 * h && dOut.dim(-1) == 2 * w,
                  "upsample gradient \(dOut.shape) for input \(dx.shape)")

@@ -36,9 +36,10 @@ struct TrainBenchmark {
         let sgemmGflops: Double
         let sgemmGflopsRuns: [Double]
         let ratioToSgemm: Double
-        /// Whether time by op kind (conv, matmul, attention) could be measured: not yet, the
-        /// kernels count FLOPs but have no timers.
-        let timeByKindAvailable: Bool
+        /// Wall seconds of the best timed step by kernel kind (conv, matmul, attention, norm,
+        /// elementwise; outermost kernel calls on the trainer thread), "other" the rest (optimizer,
+        /// loss, glue, thread hand-offs).
+        let secondsByKind: [String: Double]
         let peakRssBytes: Int
         /// Peak RSS before the first step (weights, model construction).
         let peakRssBeforeStepsBytes: Int
@@ -114,10 +115,16 @@ struct TrainBenchmark {
                         warmup.seconds, warmup.losses.loss, gib(currentRSS()), gib(peakRSS())))
 
         var timed: [Double] = []
+        var byKind: [[String: Double]] = []
         var last = warmup
         for i in 1...steps {
+            OpTimer.enable(true)
             last = try trainer.step([batches[i]])
+            OpTimer.enable(false)
             timed.append(last.seconds)
+            var kinds = Dictionary(uniqueKeysWithValues: OpTimer.totals.map { ($0.key.name, $0.value) })
+            kinds["other"] = max(0, last.seconds - kinds.values.reduce(0, +))
+            byKind.append(kinds)
             progress(String(format: "step %d: %.3f s, loss %.4f", i, last.seconds, last.losses.loss))
         }
         let peak = peakRSS(), rssAfterSteps = currentRSS()  // before the sgemm matrices below
@@ -139,12 +146,13 @@ struct TrainBenchmark {
             progress(String(format: "UNet training tape: %.2f GiB", gib(tapeBytes!)))
         }
         let best = timed.min()!
+        let bestKinds = byKind[timed.firstIndex(of: best)!]
         let gflops = flops / best / 1e9
         return Report(resolution: resolution, batch: batch, prior: prior, samples: samples, trainable: settings.trainable.name,
                       stepSeconds: best, timedStepSeconds: timed, warmupSeconds: warmup.seconds,
                       gflop: flops / 1e9, flopsByKind: Dictionary(uniqueKeysWithValues: counted.map { ($0.key.name, $0.value) }),
                       gflops: gflops, sgemmGflops: sgemm, sgemmGflopsRuns: [sgemmBefore, sgemmAfter], ratioToSgemm: gflops / sgemm,
-                      timeByKindAvailable: false, peakRssBytes: peak, peakRssBeforeStepsBytes: peakBeforeSteps,
+                      secondsByKind: bestKinds, peakRssBytes: peak, peakRssBeforeStepsBytes: peakBeforeSteps,
                       rssAfterSetupBytes: rssSetup, rssAfterStepsBytes: rssAfterSteps, weightBytes: weightBytes,
                       unetTapeBytes: tapeBytes, finalLoss: last.losses.loss, threads: ThreadPool.shared.threadCount)
     }
@@ -212,6 +220,9 @@ struct TrainCommand: ParsableCommand {
         if let tape = r.unetTapeBytes {
             print(String(format: "  UNet training tape (activations kept for backward) %.2f GiB", gib(tape)))
         }
-        print("  time by op kind: not available (the kernels count FLOPs but have no per-kind timers)")
+        let order = OpTimer.Kind.allCases.map(\.name) + ["other"]
+        print("  time by op kind: " + order.map { k in
+            String(format: "%@ %.3f s (%.0f%%)", k, r.secondsByKind[k] ?? 0, 100 * (r.secondsByKind[k] ?? 0) / r.stepSeconds)
+        }.joined(separator: ", "))
     }
 }
