@@ -2,7 +2,7 @@ import CDProtocol
 import Foundation
 
 /// The daemon's rules for a submitted job (before the spec's own validation): the model must be
-/// one it knows, the steps within its limit, the images those uploaded (`JobUpload` names), and
+/// one it knows (stored by its `[models]` name), the steps within its limit, the images those uploaded (`JobUpload` names), and
 /// every output format is written so any can be downloaded later.
 public struct JobAdmission: Sendable {
     public let config: DaemonConfig
@@ -14,7 +14,9 @@ public struct JobAdmission: Sendable {
         if spec.model.isEmpty { spec.model = config.defaultModel }
         if spec.model.isEmpty {
             problems.append(.init(field: "model", message: "required (this daemon has no default model; it knows \(known))"))
-        } else if config.modelPath(spec.model) == nil {
+        } else if let name = config.modelName(spec.model) {
+            spec.model = name  // one spelling per model: merges compare them
+        } else {
             problems.append(.init(field: "model", message: "unknown model \(quote(spec.model)): name one this daemon knows (\(known)) or its path"))
         }
         if config.maxSteps > 0, spec.steps > config.maxSteps {

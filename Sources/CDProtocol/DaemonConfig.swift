@@ -107,7 +107,7 @@ public struct DaemonConfig: Sendable, Equatable {
         }
 
         if !(0...65535).contains(c.port) { d.add("server.port", "must be 0…65535 (got \(c.port))") }
-        if c.maxUploadMiB < 1 { d.add("server.max_upload_mib", "must be at least 1 (got \(c.maxUploadMiB))") }
+        if !(1...65536).contains(c.maxUploadMiB) { d.add("server.max_upload_mib", "must be 1…65536 (got \(c.maxUploadMiB))") }
         if c.maxCrashRestarts < 0 { d.add("state.max_crash_restarts", "must be 0 (no limit) or more (got \(c.maxCrashRestarts))") }
         if c.keepCheckpoints < 0 { d.add("state.keep_checkpoints", "must be 0 (keep all) or more (got \(c.keepCheckpoints))") }
         if c.sampleSteps < 1 { d.add("defaults.sample_steps", "must be at least 1 (got \(c.sampleSteps))") }
@@ -124,9 +124,14 @@ public struct DaemonConfig: Sendable, Equatable {
     /// The path of the model a job names: a `[models]` name, or a path equal to one of their paths;
     /// nil for anything else.
     public func modelPath(_ model: String) -> String? {
-        if let p = models[model] { return p }
+        modelName(model).flatMap { models[$0] }
+    }
+
+    /// The `[models]` name of the model a job names (a name, or a path equal to one of theirs).
+    public func modelName(_ model: String) -> String? {
+        if models[model] != nil { return model }
         let standard = (model as NSString).standardizingPath
-        return models.values.first { ($0 as NSString).standardizingPath == standard }
+        return models.first { ($0.value as NSString).standardizingPath == standard }?.key
     }
 
     /// `workDirectory`, or its default.

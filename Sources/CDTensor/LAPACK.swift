@@ -60,6 +60,7 @@ public enum LAPACK {
     public static func svd(_ a: [Double], rows m: Int, cols n: Int) throws -> (u: [Double], s: [Double], vt: [Double]) {
         precondition(a.count == m * n, "svd: \(a.count) values for \(m)x\(n)")
         let r = min(m, n)
+        if r == 0 { return ([], [], []) }
         // Row-major A is column-major Aᵀ [n, m] = V S Uᵀ: decompose Aᵀ and swap the roles.
         var f = a
         var mm = Int32(n), nn = Int32(m), lda = Int32(n), info: Int32 = 0

@@ -30,7 +30,7 @@ struct MergeCommand: ParsableCommand {
     @Argument(help: "The merged output (see above).")
     var out: String
 
-    @Argument(help: "The concept files to merge, two or more.")
+    @Argument(help: "The concept files to merge (one or more; one gives that concept with its token renamed <new1>).")
     var inputs: [String]
 
     func validate() throws {

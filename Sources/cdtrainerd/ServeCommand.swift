@@ -130,9 +130,11 @@ struct ServeCommand: ParsableCommand {
                 signals.trigger(SIGTERM)
             }
         }
+        // Requests in flight (a long sample) get a bounded grace period: past it the process exits
+        // (and, after a failure, aborts the world) without them.
         defer {
             Task { await group.triggerGracefulShutdown() }
-            serverDone.wait()
+            if serverDone.wait(timeout: .now() + 30) == .timedOut { log("API requests still running after 30 s: not waiting for them") }
         }
         try Daemon(world: world, config: settings, state: state, signals: signals, metrics: metrics, log: log).run()
         if let failure = serverFailure.message { throw ValidationError(failure) }

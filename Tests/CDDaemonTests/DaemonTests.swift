@@ -252,6 +252,8 @@ import Testing
         spec = planned
         spec.model = Fixtures.model.path + "/"
         #expect(problems(spec, names).isEmpty, "a model's path is as good as its name")
+        try admission.admit(&spec, blobNames: names)
+        #expect(spec.model == "tiny", "stored by its [models] name")
         spec = planned
         spec.steps = 101
         #expect(problems(spec, names).contains { $0.hasPrefix("steps:") })

@@ -54,6 +54,7 @@ struct DaemonConfigTests {
         #expect(c.modelPath("sd15") == "/models/sd15")
         #expect(c.modelPath("/models/sd15/") == "/models/sd15", "a model's path names it too")
         #expect(c.modelPath("/models/other") == nil && c.modelPath("sd21") == nil)
+        #expect(c.modelName("/models/sd15/") == "sd15" && c.modelName("tiny") == "tiny" && c.modelName("/x") == nil)
     }
 
     @Test func everyProblemNamesItsKey() {
