@@ -1,4 +1,5 @@
 import CDProtocol
+import CDServer
 import CDTensor
 import CDTestSupport
 import Foundation
@@ -407,14 +408,18 @@ import Testing
         kill(daemon.process.processIdentifier, SIGUSR1)
         try #require(daemon.waitExit(timeout: 120), "SIGUSR1 stops a training world:\n\(daemon.output)")
         #expect(daemon.process.terminationStatus == 0, "\(daemon.output)")
+        // While it is down, the store says what the stop left (after the restart the job runs on).
+        let state = try StateDirectory(path: setup.state.path)
+        let stopped = try state.jobs.job(id)
+        try state.close()
+        #expect(stopped.state == .interrupted && stopped.step >= 5)
+        #expect(stopped.lastCheckpointStep == stopped.step, "the stop checkpointed its last completed step: \(stopped.step), checkpoint \(stopped.lastCheckpointStep ?? -1)")
 
         // Down: a submission retries until the daemon is back.
         let second = Task.detached { try Self.cdctl(["submit", setup.job.path, "--json", "--retry-for", "120"], setup: setup) }
         Thread.sleep(forTimeInterval: 2)
         daemon = try Daemon(setup, ranks: 2)
         try Self.waitForHealth(setup, daemon: daemon)
-        let stopped = try Self.get(APIPaths.job(id), setup: setup)
-        #expect(stopped["last_checkpoint_step"] as? Int == stopped["step"] as? Int, "the stop checkpointed its last step: \(stopped)")
         let late = try awaitResult(second)
         #expect(late.status == 0, "submit while down: \(late.stderr)")
         let lateID = try jobID(fromSubmitOutput: late.stdout)
