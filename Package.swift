@@ -115,7 +115,7 @@ let package = Package(
         .testTarget(
             name: "CDServerTests",
             dependencies: [
-                "CDServer", "CDProtocol", .product(name: "GRDB", package: "GRDB.swift"),
+                "CDServer", "CDProtocol", "CDTestSupport", .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ]),
@@ -123,7 +123,7 @@ let package = Package(
         .testTarget(
             name: "CDClientTests",
             dependencies: [
-                "CDClient", "CDServer", "CDProtocol", "cdctl",
+                "CDClient", "CDServer", "CDProtocol", "CDTestSupport", "cdctl",
                 .product(name: "Hummingbird", package: "hummingbird"),
             ]),
     ]

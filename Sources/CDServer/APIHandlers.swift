@@ -43,15 +43,7 @@ struct APIHandlers: Sendable {
     // MARK: Jobs
 
     func submit(_ request: Request) async throws -> Response {
-        let buffer = try await request.body.collect(upTo: config.maxJSONBodySize)
-        let submission: SubmitJobRequest
-        do {
-            submission = try APICoding.decoder().decode(SubmitJobRequest.self, from: Data(buffer.readableBytesView))
-        } catch let e as DecodingError {
-            throw APIError(.badRequest, "bad JSON: " + Self.describe(e))
-        } catch {
-            throw APIError(.badRequest, "bad JSON: \(error)")
-        }
+        let submission = try await decodeBody(SubmitJobRequest.self, request)
         var spec = submission.spec
         try services.admit(&spec, Set(submission.blobs.keys))
         try spec.validate(file: "spec")
@@ -164,13 +156,7 @@ struct APIHandlers: Sendable {
 
     /// Runs the daemon's sampler (which checks the request) on a checkpoint of the job.
     func sample(_ request: Request, _ id: String) async throws -> Response {
-        let buffer = try await request.body.collect(upTo: config.maxJSONBodySize)
-        let body: SampleRequest
-        do {
-            body = try APICoding.decoder().decode(SampleRequest.self, from: Data(buffer.readableBytesView))
-        } catch let e as DecodingError {
-            throw APIError(.badRequest, "bad JSON: " + Self.describe(e))
-        }
+        let body = try await decodeBody(SampleRequest.self, request)
         let job = try state.jobs.job(id)
         let checkpoints = try state.jobs.checkpoints(id)
         guard let step = body.step ?? checkpoints.last?.step else {
@@ -190,13 +176,7 @@ struct APIHandlers: Sendable {
 
     /// Checks the jobs (known, succeeded, one base model) and runs the daemon's merge.
     func merge(_ request: Request) async throws -> Response {
-        let buffer = try await request.body.collect(upTo: config.maxJSONBodySize)
-        let body: MergeRequest
-        do {
-            body = try APICoding.decoder().decode(MergeRequest.self, from: Data(buffer.readableBytesView))
-        } catch let e as DecodingError {
-            throw APIError(.badRequest, "bad JSON: " + Self.describe(e))
-        }
+        let body = try await decodeBody(MergeRequest.self, request)
         guard !body.jobs.isEmpty, body.jobs.count <= 64 else { throw APIError(.unprocessableContent, "jobs: give 1…64 job ids") }
         if let c = body.categories, c.count != body.jobs.count {
             throw APIError(.unprocessableContent, "categories: \(c.count) entries for \(body.jobs.count) jobs")
@@ -220,6 +200,19 @@ struct APIHandlers: Sendable {
     }
 
     // MARK: Helpers
+
+    /// A JSON request body of at most `maxJSONBodySize` bytes (413 beyond), decoded (400 with the
+    /// field at fault when it does not decode).
+    func decodeBody<T: Decodable>(_ type: T.Type, _ request: Request) async throws -> T {
+        let buffer = try await request.body.collect(upTo: config.maxJSONBodySize)
+        do {
+            return try APICoding.decoder().decode(T.self, from: Data(buffer.readableBytesView))
+        } catch let e as DecodingError {
+            throw APIError(.badRequest, "bad JSON: " + Self.describe(e))
+        } catch {
+            throw APIError(.badRequest, "bad JSON: \(error)")
+        }
+    }
 
     static func intParameter(_ value: Substring?, name: String, default d: Int, range: ClosedRange<Int>) throws -> Int {
         guard let value, !value.isEmpty else { return d }

@@ -1,6 +1,7 @@
 import CDClient
 import CDProtocol
 import CDServer
+import CDTestSupport
 import Foundation
 import Hummingbird
 import NIOCore

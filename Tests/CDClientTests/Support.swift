@@ -180,17 +180,6 @@ final class Counter: @unchecked Sendable {
     var value: Int { lock.withLock { n } }
 }
 
-/// Every file under `path`, relative, sorted.
-func allFiles(_ path: String) -> [String] {
-    guard let e = FileManager.default.enumerator(atPath: path) else { return [] }
-    var out: [String] = []
-    while let p = e.nextObject() as? String {
-        var isDir: ObjCBool = false
-        if FileManager.default.fileExists(atPath: path + "/" + p, isDirectory: &isDir), !isDir.boolValue { out.append(p) }
-    }
-    return out.sorted()
-}
-
 /// The files of a checkpoint folder as `JobRunner` writes them.
 enum CheckpointFixture {
     static let files = [

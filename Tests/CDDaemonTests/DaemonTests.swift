@@ -95,14 +95,7 @@ import Testing
     }
 
     func bundle(of id: String, in root: String, name: String) throws -> [String: [Float]] {
-        try Self.tensors(root + "/jobs/\(id)/run/\(name).concept.safetensors")
-    }
-
-    static func tensors(_ path: String) throws -> [String: [Float]] {
-        let file = try SafetensorsFile(path: path)
-        var out: [String: [Float]] = [:]
-        for name in file.names { out[name] = try file.tensor(name).array }
-        return out
+        try tensors(root + "/jobs/\(id)/run/\(name).concept.safetensors")
     }
 
     @Test func aSubmittedJobRunsToItsOutputsAndEqualsAnInProcessRun() throws {
@@ -126,7 +119,7 @@ import Testing
         direct.model = Fixtures.model.path
         try JobRunner(spec: direct, outputDirectory: URL(fileURLWithPath: out)) { _ in }.run()
         let a = try bundle(of: job.id, in: root, name: spec.name)
-        let b = try Self.tensors(out + "/\(spec.name).concept.safetensors")
+        let b = try tensors(out + "/\(spec.name).concept.safetensors")
         #expect(a.keys.sorted() == b.keys.sorted())
         for (k, v) in a { #expect(v == b[k], "\(k) differs between the daemon and an in-process run") }
     }

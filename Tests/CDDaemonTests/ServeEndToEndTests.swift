@@ -273,13 +273,6 @@ import Testing
         guard p.terminationStatus == 0 else { throw Failure("cdtrainerd run exited \(p.terminationStatus)") }
     }
 
-    static func tensors(_ path: String) throws -> [String: [Float]] {
-        let file = try SafetensorsFile(path: path)
-        var out: [String: [Float]] = [:]
-        for name in file.names { out[name] = try file.tensor(name).array }
-        return out
-    }
-
     /// Largest |a − b| / max|b| over every tensor of two diffusers output folders (the K/V
     /// weights and each token's embedding).
     static func difference(_ a: URL, _ b: URL) throws -> Float {

@@ -1,4 +1,5 @@
 import CDProtocol
+import CDTestSupport
 import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking

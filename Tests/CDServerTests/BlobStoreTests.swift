@@ -1,4 +1,5 @@
 import CDProtocol
+import CDTestSupport
 import Foundation
 import Testing
 @testable import CDServer

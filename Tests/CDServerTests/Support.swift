@@ -59,13 +59,3 @@ func inode(_ path: String) throws -> UInt64 {
     return (attrs[.systemFileNumber] as? NSNumber)?.uint64Value ?? 0
 }
 
-/// Every file under `path`, relative, sorted.
-func allFiles(_ path: String) -> [String] {
-    guard let e = FileManager.default.enumerator(atPath: path) else { return [] }
-    var out: [String] = []
-    while let p = e.nextObject() as? String {
-        var isDir: ObjCBool = false
-        if FileManager.default.fileExists(atPath: path + "/" + p, isDirectory: &isDir), !isDir.boolValue { out.append(p) }
-    }
-    return out.sorted()
-}
