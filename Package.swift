@@ -35,6 +35,7 @@ let package = Package(
         .systemLibrary(
             name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CDNNL", path: "Sources/CDNNL", providers: [.apt(["libdnnl-dev"])]),
         .systemLibrary(
             name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c",
             providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
@@ -47,7 +48,7 @@ let package = Package(
         .systemLibrary(
             name: "CWebP", path: "Sources/CWebP", pkgConfig: "libwebp",
             providers: [.apt(["libwebp-dev"])]),
-        .target(name: "CDTensor", dependencies: ["COpenBLAS"], swiftSettings: kernelFlags + [debugOptimized]),
+        .target(name: "CDTensor", dependencies: ["COpenBLAS", "CDNNL"], swiftSettings: kernelFlags + [debugOptimized]),
         .target(
             name: "CDModels", dependencies: ["CDTensor", "CPNG"],
             resources: [.copy("Resources/clip-merges.txt")], swiftSettings: kernelFlags),

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian/Ubuntu packages cdtrainer builds and runs against, when any is missing:
-# OpenBLAS (numerics), OpenMPI (the training world), libpng/libjpeg-turbo (TurboJPEG)/libwebp (images),
+# oneDNN (GEMMs, on its OpenMP threads), OpenBLAS (LAPACK for merges), OpenMPI (the training world), libpng/libjpeg-turbo (TurboJPEG)/libwebp (images),
 # SQLite (job store), libcurl (cdctl's HTTP through FoundationNetworking), pkg-config (SwiftPM finds them through it).
 # The Swift toolchain (6.1 or later) is not a Debian package; it must already be on PATH.
 set -euo pipefail
 
-packages=(libopenblas-dev libopenmpi-dev openmpi-bin libpng-dev libturbojpeg0-dev libwebp-dev libsqlite3-dev libcurl4-openssl-dev pkg-config)
+packages=(libopenblas-dev libdnnl-dev libopenmpi-dev openmpi-bin libpng-dev libturbojpeg0-dev libwebp-dev libsqlite3-dev libcurl4-openssl-dev pkg-config)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

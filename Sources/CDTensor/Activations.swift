@@ -33,7 +33,7 @@ public func activationForward(_ kind: Activation, x: Tensor, out: Tensor) {
         switch kind {
         case .silu: mapVec(xs, ys, r) { let v = clampLow($0); return v * sigmoid8(v) }
         case .quickGELU: mapVec(xs, ys, r) { let v = clampLow($0); return v * sigmoid8(1.702 * v) }
-        case .gelu: for i in r { ys[i] = gelu(xs[i]) }
+        case .gelu: mapVec(xs, ys, r) { gelu8($0) }
         }
     }
 }
@@ -66,7 +66,12 @@ public func activationBackward(_ kind: Activation, x: Tensor, dOut: Tensor, dx: 
                 let v = clampBoth(Vec8(repeating: xs[i]))[0], s = sigmoid1(1.702 * v)
                 d[i] += dy[i] * (s + 1.702 * v * s * (1 - s)); i += 1
             }
-        case .gelu: for i in r { d[i] += dy[i] * geluDerivative(xs[i]) }
+        case .gelu:
+            var i = r.lowerBound
+            while i + 8 <= r.upperBound {
+                store8(load8(d + i).addingProduct(load8(dy + i), geluDerivative8(load8(xs + i))), d + i); i += 8
+            }
+            while i < r.upperBound { d[i] += dy[i] * geluDerivative(xs[i]); i += 1 }
         }
     }
 }
@@ -81,7 +86,9 @@ public func gegluForward(x: Tensor, out: Tensor) {
     ThreadPool.shared.parallelRanges(rows, grain: max(1, 8192 / max(f, 1))) { r in
         for row in r {
             let h = x.pointer + row * 2 * f, g = h + f, y = out.pointer + row * f
-            for i in 0..<f { y[i] = h[i] * gelu(g[i]) }
+            var i = 0
+            while i + 8 <= f { store8(load8(h + i) * gelu8(load8(g + i)), y + i); i += 8 }
+            while i < f { y[i] = h[i] * gelu(g[i]); i += 1 }
         }
     }
 }
@@ -96,9 +103,17 @@ public func gegluBackward(x: Tensor, dOut: Tensor, dx: Tensor) {
         for row in r {
             let h = x.pointer + row * 2 * f, g = h + f, dy = dOut.pointer + row * f
             let dh = dx.pointer + row * 2 * f, dg = dh + f
-            for i in 0..<f {
+            var i = 0
+            while i + 8 <= f {
+                let gv = load8(g + i), dyv = load8(dy + i)
+                store8(load8(dh + i).addingProduct(dyv, gelu8(gv)), dh + i)
+                store8(load8(dg + i).addingProduct(dyv * load8(h + i), geluDerivative8(gv)), dg + i)
+                i += 8
+            }
+            while i < f {
                 dh[i] += dy[i] * gelu(g[i])
                 dg[i] += dy[i] * h[i] * geluDerivative(g[i])
+                i += 1
             }
         }
     }
@@ -124,11 +139,11 @@ public func gegluBackward(x: Tensor, dOut: Tensor, dx: Tensor) {
     vmin(vmax(x, Vec8(repeating: -100)), Vec8(repeating: 100))
 }
 
-@inline(__always) func gelu(_ x: Float) -> Float { 0.5 * x * (1 + erf(x * 0.70710678118654752)) }
+/// Scalar GELU and slope through the 8-lane versions, for tails shorter than 8 (so a value does not
+/// depend on where in a row it falls).
+@inline(__always) func gelu(_ x: Float) -> Float { gelu8(Vec8(repeating: x))[0] }
 
-@inline(__always) func geluDerivative(_ x: Float) -> Float {
-    0.5 * (1 + erf(x * 0.70710678118654752)) + x * exp(-0.5 * x * x) * 0.39894228040143268
-}
+@inline(__always) func geluDerivative(_ x: Float) -> Float { geluDerivative8(Vec8(repeating: x))[0] }
 
 // MARK: - Naive reference (Double)
 

@@ -15,9 +15,9 @@ public struct AttentionShape: Sendable, Equatable {
     /// Floats of scores per tile (see `blockRows`).
     public let tileFloats: Int
 
-    /// 1 Mi floats (4 MiB): large tiles amortize OpenBLAS's packing of Kᵀ and V over more rows
-    /// (measured with `bench kernels`: 128 Ki floats ran self-attention at about half this
-    /// speed), and two tiles per thread still fit in L3.
+    /// 1 Mi floats (4 MiB): large tiles amortize the GEMM's packing of Kᵀ and V over more rows,
+    /// and two tiles per thread still fit in L3. Measured with `bench kernels` on oneDNN's sgemm:
+    /// 256 Ki floats ran self-attention about 8 % slower, 512 Ki to 2 Mi the same within noise.
     public static let defaultTileFloats = 1_048_576
 
     public init(q: Tensor, k: Tensor, v: Tensor, heads: Int, causal: Bool, tileFloats: Int = defaultTileFloats) {
@@ -54,34 +54,32 @@ public func attentionForward(q: Tensor, k: Tensor, v: Tensor, heads: Int, causal
     precondition(logSumExp.count == s.batch * heads * s.queries, "logSumExp must be [B, H, Tq]")
     FlopCounter.add(.attention, s.forwardFlops)
     let (tk, w, d, ld) = (s.keys, s.width, s.headDim, s.tileStride)
-    BLAS.singleThreaded {
-        ThreadPool.shared.parallelFor(s.batch * heads * s.blocks) { task, _ in
-            let (b, h, r0, rows) = tile(s, task)
-            let qp = q.pointer + (b * s.queries + r0) * w + h * d
-            let kp = k.pointer + b * tk * w + h * d
-            let vp = v.pointer + b * tk * w + h * d
-            Scratch.with { arena in
-                let sc = arena.tensor([rows, ld], zeroed: false).pointer
-                // S = scale · Q_blk · Kᵀ   [rows, Tk]
-                BLAS.gemm(transB: true, m: rows, n: tk, k: d, alpha: s.scale, a: qp, lda: w, b: kp, ldb: w,
-                          c: sc, ldc: ld)
-                let lse = logSumExp.pointer + (b * heads + h) * s.queries + r0
-                // Unnormalized E = exp(S − rowmax); the 1/Σ goes onto the [rows, D] output
-                // instead of a third pass over the [rows, Tk] tile.
-                let sums = arena.tensor([rows], zeroed: false).pointer
-                for i in 0..<rows {
-                    let row = sc + i * ld
-                    maskRow(s, row, r0 + i)
-                    (lse[i], sums[i]) = expRow(row, ld)  // lse holds the row max until below
-                }
-                addLogs(lse, sums, rows)  // lse = max + log Σ
-                // O_blk = E · V, then row i scaled by 1/Σ_i   [rows, D]
-                let op = out.pointer + (b * s.queries + r0) * w + h * d
-                BLAS.gemm(m: rows, n: d, k: tk, a: sc, lda: ld, b: vp, ldb: w, c: op, ldc: w)
-                for i in 0..<rows {
-                    let sum = sums[i]
-                    scaleInPlace(op + i * w, d, by: sum == 0 ? 0 : 1 / sum)  // NaN stays NaN
-                }
+    ThreadPool.shared.parallelFor(s.batch * heads * s.blocks) { task, _ in
+        let (b, h, r0, rows) = tile(s, task)
+        let qp = q.pointer + (b * s.queries + r0) * w + h * d
+        let kp = k.pointer + b * tk * w + h * d
+        let vp = v.pointer + b * tk * w + h * d
+        Scratch.with { arena in
+            let sc = arena.tensor([rows, ld], zeroed: false).pointer
+            // S = scale · Q_blk · Kᵀ   [rows, Tk]
+            BLAS.gemm(transB: true, m: rows, n: tk, k: d, alpha: s.scale, a: qp, lda: w, b: kp, ldb: w,
+                      c: sc, ldc: ld)
+            let lse = logSumExp.pointer + (b * heads + h) * s.queries + r0
+            // Unnormalized E = exp(S − rowmax); the 1/Σ goes onto the [rows, D] output
+            // instead of a third pass over the [rows, Tk] tile.
+            let sums = arena.tensor([rows], zeroed: false).pointer
+            for i in 0..<rows {
+                let row = sc + i * ld
+                maskRow(s, row, r0 + i)
+                (lse[i], sums[i]) = expRow(row, ld)  // lse holds the row max until below
+            }
+            addLogs(lse, sums, rows)  // lse = max + log Σ
+            // O_blk = E · V, then row i scaled by 1/Σ_i   [rows, D]
+            let op = out.pointer + (b * s.queries + r0) * w + h * d
+            BLAS.gemm(m: rows, n: d, k: tk, a: sc, lda: ld, b: vp, ldb: w, c: op, ldc: w)
+            for i in 0..<rows {
+                let sum = sums[i]
+                scaleInPlace(op + i * w, d, by: sum == 0 ? 0 : 1 / sum)  // NaN stays NaN
             }
         }
     }
@@ -121,55 +119,53 @@ public func attentionBackward(q: Tensor, k: Tensor, v: Tensor, heads: Int, causa
     Scratch.with { arena in
     // slots[c][first or last head][dK or dV], each [Tk, D]
     let slots = (dk != nil || dv != nil) ? arena.tensor([chunks, 2, 2, headFloats]) : nil
-    BLAS.singleThreaded {
-        pool.parallelFor(chunks) { c, _ in
-            let range = tileRange(c)
-            let firstHead = range.lowerBound / s.blocks
-            for task in range {
-                let (b, h, r0, rows) = tile(s, task)
-                let bh = b * heads + h
-                let rowOffset = (b * s.queries + r0) * w + h * d
-                let qp = q.pointer + rowOffset, dop = dOut.pointer + rowOffset, op = out.pointer + rowOffset
-                let kp = k.pointer + headOffset(bh), vp = v.pointer + headOffset(bh)
-                let direct = owned(bh, range)
-                let slot = slots.map { $0.pointer + (c * 2 + (bh == firstHead ? 0 : 1)) * 2 * headFloats }
-                let ldkv = direct ? w : d
-                let dkp = direct ? dk.map { $0.pointer + headOffset(bh) } : (dk == nil ? nil : slot)
-                let dvp = direct ? dv.map { $0.pointer + headOffset(bh) } : (dv == nil ? nil : slot.map { $0 + headFloats })
-                let lse = logSumExp.pointer + bh * s.queries + r0
-                Scratch.with { arena in
-                    let p = arena.tensor([rows, ld], zeroed: false).pointer
-                    let dp = arena.tensor([rows, ld], zeroed: false).pointer
-                    // P = exp(scale·Q·Kᵀ − lse), recomputed.
-                    BLAS.gemm(transB: true, m: rows, n: tk, k: d, alpha: s.scale, a: qp, lda: w, b: kp, ldb: w,
-                              c: p, ldc: ld)
-                    for i in 0..<rows {
-                        let row = p + i * ld
-                        maskRow(s, row, r0 + i)
-                        expShifted(row, ld, shift: lse[i])
-                    }
-                    if let dvp {  // dV += Pᵀ · dO
-                        BLAS.gemm(transA: true, m: tk, n: d, k: rows, a: p, lda: ld, b: dop, ldb: w,
-                                  beta: 1, c: dvp, ldc: ldkv)
-                    }
-                    guard dq != nil || dkp != nil else { return }
-                    // dP = dO · Vᵀ, then dS = P ∘ (dP − Σ_j dO·O) in place.
-                    BLAS.gemm(transB: true, m: rows, n: tk, k: d, a: dop, lda: w, b: vp, ldb: w, c: dp, ldc: ld)
-                    for i in 0..<rows {
-                        let delta = Vec8(repeating: Float(dotProduct(dop + i * w, op + i * w, d)))
-                        let pr = p + i * ld, dr = dp + i * ld
-                        for j in tk..<ld { dr[j] = 0 }  // padding: never written by the GEMM
-                        var j = 0
-                        while j < ld { store8(load8(pr + j) * (load8(dr + j) - delta), dr + j); j += 8 }
-                    }
-                    if let dq {  // dQ += scale · dS · K
-                        BLAS.gemm(m: rows, n: d, k: tk, alpha: s.scale, a: dp, lda: ld, b: kp, ldb: w,
-                                  beta: 1, c: dq.pointer + rowOffset, ldc: w)
-                    }
-                    if let dkp {  // dK += scale · dSᵀ · Q
-                        BLAS.gemm(transA: true, m: tk, n: d, k: rows, alpha: s.scale, a: dp, lda: ld, b: qp, ldb: w,
-                                  beta: 1, c: dkp, ldc: ldkv)
-                    }
+    pool.parallelFor(chunks) { c, _ in
+        let range = tileRange(c)
+        let firstHead = range.lowerBound / s.blocks
+        for task in range {
+            let (b, h, r0, rows) = tile(s, task)
+            let bh = b * heads + h
+            let rowOffset = (b * s.queries + r0) * w + h * d
+            let qp = q.pointer + rowOffset, dop = dOut.pointer + rowOffset, op = out.pointer + rowOffset
+            let kp = k.pointer + headOffset(bh), vp = v.pointer + headOffset(bh)
+            let direct = owned(bh, range)
+            let slot = slots.map { $0.pointer + (c * 2 + (bh == firstHead ? 0 : 1)) * 2 * headFloats }
+            let ldkv = direct ? w : d
+            let dkp = direct ? dk.map { $0.pointer + headOffset(bh) } : (dk == nil ? nil : slot)
+            let dvp = direct ? dv.map { $0.pointer + headOffset(bh) } : (dv == nil ? nil : slot.map { $0 + headFloats })
+            let lse = logSumExp.pointer + bh * s.queries + r0
+            Scratch.with { arena in
+                let p = arena.tensor([rows, ld], zeroed: false).pointer
+                let dp = arena.tensor([rows, ld], zeroed: false).pointer
+                // P = exp(scale·Q·Kᵀ − lse), recomputed.
+                BLAS.gemm(transB: true, m: rows, n: tk, k: d, alpha: s.scale, a: qp, lda: w, b: kp, ldb: w,
+                          c: p, ldc: ld)
+                for i in 0..<rows {
+                    let row = p + i * ld
+                    maskRow(s, row, r0 + i)
+                    expShifted(row, ld, shift: lse[i])
+                }
+                if let dvp {  // dV += Pᵀ · dO
+                    BLAS.gemm(transA: true, m: tk, n: d, k: rows, a: p, lda: ld, b: dop, ldb: w,
+                              beta: 1, c: dvp, ldc: ldkv)
+                }
+                guard dq != nil || dkp != nil else { return }
+                // dP = dO · Vᵀ, then dS = P ∘ (dP − Σ_j dO·O) in place.
+                BLAS.gemm(transB: true, m: rows, n: tk, k: d, a: dop, lda: w, b: vp, ldb: w, c: dp, ldc: ld)
+                for i in 0..<rows {
+                    let delta = Vec8(repeating: Float(dotProduct(dop + i * w, op + i * w, d)))
+                    let pr = p + i * ld, dr = dp + i * ld
+                    for j in tk..<ld { dr[j] = 0 }  // padding: never written by the GEMM
+                    var j = 0
+                    while j < ld { store8(load8(pr + j) * (load8(dr + j) - delta), dr + j); j += 8 }
+                }
+                if let dq {  // dQ += scale · dS · K
+                    BLAS.gemm(m: rows, n: d, k: tk, alpha: s.scale, a: dp, lda: ld, b: kp, ldb: w,
+                              beta: 1, c: dq.pointer + rowOffset, ldc: w)
+                }
+                if let dkp {  // dK += scale · dSᵀ · Q
+                    BLAS.gemm(transA: true, m: tk, n: d, k: rows, alpha: s.scale, a: dp, lda: ld, b: qp, ldb: w,
+                              beta: 1, c: dkp, ldc: ldkv)
                 }
             }
         }

@@ -3,19 +3,22 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import CDNNL
 import Foundation
 import Synchronization
 
-/// The process's compute threads: `threadCount - 1` parked workers plus the calling thread.
+/// The process's compute threads: an OpenMP team of `threadCount` (libgomp's, through
+/// `GOMP_parallel`), the calling thread being one of them.
+///
+/// oneDNN, which runs every GEMM (`BLAS.gemm`), uses the same libgomp threads, so our parallel
+/// loops and its GEMMs share one set of threads: the cores are never oversubscribed, and a loop
+/// that follows a GEMM finds the team's threads still spinning instead of asleep.
 ///
 /// `parallelFor` hands out task indices dynamically and blocks until all are done, so the body may
 /// capture local state without escaping. Calls made from inside a task, or while another thread is
 /// already using the pool, run serially on the caller instead of deadlocking or oversubscribing.
-/// OpenBLAS keeps threads of its own; `BLAS` sets its count to the same number and kernels never
-/// run a multi-threaded GEMM from inside a task.
 public final class ThreadPool: @unchecked Sendable {
-    /// The process's pool. Creating it also sets OpenBLAS to the same thread count, so BLAS
-    /// calls from the calling thread and our parallel loops use the same cores.
+    /// The process's pool. Creating it also sets OpenBLAS (LAPACK) to the same thread count.
     public static let shared: ThreadPool = {
         let pool = ThreadPool(threadCount: ThreadPool.defaultThreadCount)
         BLAS.setThreads(pool.threadCount)
@@ -30,31 +33,10 @@ public final class ThreadPool: @unchecked Sendable {
     }
 
     public let threadCount: Int
-    private let core: Core
-    private var threads: [pthread_t] = []
     private let inUse = Atomic<Bool>(false)
 
     public init(threadCount: Int) {
         self.threadCount = max(1, threadCount)
-        core = Core()
-        for worker in 1..<self.threadCount {
-            // Workers hold only the core, so dropping the pool runs deinit, which stops them.
-            let context = Unmanaged.passRetained(WorkerContext(core: core, worker: worker)).toOpaque()
-            var thread = pthread_t()
-            let rc = pthread_create(&thread, nil, { raw in
-                let ctx = Unmanaged<WorkerContext>.fromOpaque(raw!).takeRetainedValue()
-                ThreadPool.isInsideTask = true
-                ctx.core.workerLoop(ctx.worker)
-                return nil
-            }, context)
-            precondition(rc == 0, "pthread_create failed: \(rc)")
-            threads.append(thread)
-        }
-    }
-
-    deinit {
-        core.shutDown()
-        for t in threads { pthread_join(t, nil) }
     }
 
     /// Runs `body(task, worker)` for every task in `0..<tasks`; `worker` is in `0..<threadCount`
@@ -68,11 +50,11 @@ public final class ThreadPool: @unchecked Sendable {
         }
         defer { inUse.store(false, ordering: .releasing) }
         withoutActuallyEscaping(body) { escapable in
-            core.start(escapable, tasks: tasks, workers: threadCount - 1)
-            ThreadPool.isInsideTask = true
-            core.runTasks(escapable, worker: 0, count: tasks)
-            ThreadPool.isInsideTask = false
-            core.waitForWorkers()
+            let job = Job(body: escapable, count: tasks)
+            // Returns after every team thread has left `Job.run`; `job` (and with it the body) is
+            // released at the end of this scope, before `withoutActuallyEscaping` checks it.
+            GOMP_parallel({ raw in Job.run(raw!) }, Unmanaged.passUnretained(job).toOpaque(),
+                          UInt32(min(threadCount, tasks)), 0)
         }
     }
 
@@ -88,98 +70,25 @@ public final class ThreadPool: @unchecked Sendable {
         }
     }
 
-    /// The state workers share: one job at a time, announced by bumping `generation`. The mutex
-    /// and conditions live at fixed heap addresses, as pthreads requires.
-    private final class Core: @unchecked Sendable {
-        private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-        private let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-        private let done = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-        private var generation = 0
-        private var pendingWorkers = 0
-        private var shuttingDown = false
-        private var body: ((Int, Int) -> Void)?
-        private var taskCount = 0
-        private let nextTask = Atomic<Int>(0)
+    /// One `parallelFor`: its body and the next unclaimed task index, shared by the team.
+    private final class Job: @unchecked Sendable {
+        let body: (Int, Int) -> Void
+        let count: Int
+        let next = Atomic<Int>(0)
+        init(body: @escaping (Int, Int) -> Void, count: Int) { self.body = body; self.count = count }
 
-        init() {
-            pthread_mutex_init(mutex, nil)
-            pthread_cond_init(wake, nil)
-            pthread_cond_init(done, nil)
-        }
-
-        deinit {
-            pthread_cond_destroy(done); pthread_cond_destroy(wake); pthread_mutex_destroy(mutex)
-            done.deallocate(); wake.deallocate(); mutex.deallocate()
-        }
-
-        func start(_ job: @escaping (Int, Int) -> Void, tasks: Int, workers: Int) {
-            pthread_mutex_lock(mutex)
-            body = job
-            taskCount = tasks
-            nextTask.store(0, ordering: .relaxed)
-            pendingWorkers = workers
-            generation &+= 1
-            pthread_cond_broadcast(wake)
-            pthread_mutex_unlock(mutex)
-        }
-
-        /// Waits until every worker has finished this job and dropped its reference to the body
-        /// (`withoutActuallyEscaping` checks that).
-        func waitForWorkers() {
-            pthread_mutex_lock(mutex)
-            while pendingWorkers > 0 { pthread_cond_wait(done, mutex) }
-            body = nil
-            pthread_mutex_unlock(mutex)
-        }
-
-        func shutDown() {
-            pthread_mutex_lock(mutex)
-            shuttingDown = true
-            pthread_cond_broadcast(wake)
-            pthread_mutex_unlock(mutex)
-        }
-
-        func runTasks(_ body: (Int, Int) -> Void, worker: Int, count: Int) {
+        /// Run by each team thread (thread 0 is the caller).
+        static func run(_ raw: UnsafeMutableRawPointer) {
+            let job = Unmanaged<Job>.fromOpaque(raw).takeUnretainedValue()
+            let worker = Int(omp_get_thread_num())
+            ThreadPool.isInsideTask = true
+            defer { ThreadPool.isInsideTask = false }
             while true {
-                let t = nextTask.wrappingAdd(1, ordering: .relaxed).oldValue
-                if t >= count { return }
-                body(t, worker)
+                let t = job.next.wrappingAdd(1, ordering: .relaxed).oldValue
+                if t >= job.count { return }
+                job.body(t, worker)
             }
         }
-
-        func workerLoop(_ worker: Int) {
-            var seen = 0
-            while true {
-                pthread_mutex_lock(mutex)
-                while generation == seen && !shuttingDown { pthread_cond_wait(wake, mutex) }
-                if shuttingDown { pthread_mutex_unlock(mutex); return }
-                seen = generation
-                pthread_mutex_unlock(mutex)
-
-                runCurrentJob(worker: worker)
-
-                pthread_mutex_lock(mutex)
-                pendingWorkers -= 1
-                if pendingWorkers == 0 { pthread_cond_signal(done) }
-                pthread_mutex_unlock(mutex)
-            }
-        }
-
-        /// A function of its own so that the worker's reference to the body is released before
-        /// it reports done.
-        private func runCurrentJob(worker: Int) {
-            pthread_mutex_lock(mutex)
-            let job = body
-            let count = taskCount
-            pthread_mutex_unlock(mutex)
-            if let job { runTasks(job, worker: worker, count: count) }
-        }
-    }
-
-    private final class WorkerContext {
-        let core: Core
-        let worker: Int
-        init(core: Core, worker: Int) { self.core = core; self.worker = worker }
     }
 
     private static let insideKey: pthread_key_t = {

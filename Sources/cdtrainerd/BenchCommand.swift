@@ -43,7 +43,7 @@ struct KernelsCommand: ParsableCommand {
 
     func run() throws {
         warnIfDebugBuild()
-        _ = ThreadPool.shared  // also sets OpenBLAS's thread count
+        _ = ThreadPool.shared  // starts the thread team before anything is timed
         let report = KernelBenchmark(repeats: repeats, only: only).run { line in
             if !json { FileHandle.standardError.write(Data((line + "\n").utf8)) }
         }

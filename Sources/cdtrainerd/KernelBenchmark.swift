@@ -23,12 +23,12 @@ struct KernelBenchmark {
         let sgemmSize: Int
         let memoryGbps: Double
         let threads: Int
-        let openblasCore: String
+        let gemmLibrary: String
         let results: [Result]
 
         var table: String {
-            var lines = [String(format: "sgemm %dx%d: %.1f GFLOP/s   memory copy: %.1f GB/s   threads: %d   OpenBLAS kernel: %@",
-                                sgemmSize, sgemmSize, sgemmGflops, memoryGbps, threads, openblasCore)]
+            var lines = [String(format: "sgemm %dx%d: %.1f GFLOP/s   memory copy: %.1f GB/s   threads: %d   GEMM: %@",
+                                sgemmSize, sgemmSize, sgemmGflops, memoryGbps, threads, gemmLibrary)]
             lines.append("kernel                                         pass        seconds   GFLOP/s  x sgemm    GB/s  bound  at bound")
             for r in results {
                 let label = r.name.padding(toLength: 46, withPad: " ", startingAt: 0) + " " + r.pass.padding(toLength: 9, withPad: " ", startingAt: 0)
@@ -68,7 +68,7 @@ struct KernelBenchmark {
                             r.name, r.pass, seconds, gflops, r.ratioToSgemm, 100 * r.boundFraction, r.bound))
         }
         return Report(sgemmGflops: sgemm, sgemmSize: sgemmSize, memoryGbps: bandwidth,
-                      threads: ThreadPool.shared.threadCount, openblasCore: BLAS.coreName, results: results)
+                      threads: ThreadPool.shared.threadCount, gemmLibrary: BLAS.gemmLibrary, results: results)
     }
 
     private func cases() -> [Case] {
@@ -167,7 +167,7 @@ struct KernelBenchmark {
     }
 
     private func best(of n: Int, _ body: () -> Void) -> Double {
-        body()  // warm-up: page faults, scratch growth, OpenBLAS buffers
+        body()  // warm-up: page faults, scratch growth, oneDNN's GEMM buffers
         var best = Double.infinity
         let clock = ContinuousClock()
         for _ in 0..<n {

@@ -2,7 +2,7 @@ import ArgumentParser
 import CDTensor
 import CMPI
 
-/// Prints what this binary runs on: thread counts and the OpenBLAS and MPI libraries it loaded.
+/// Prints what this binary runs on: thread counts and the GEMM, LAPACK and MPI libraries it loaded.
 struct VersionCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "version", abstract: "Show the build and the numeric/MPI libraries in use.")
@@ -10,7 +10,7 @@ struct VersionCommand: ParsableCommand {
     func run() {
         print("cdtrainerd \(CDTrainerdVersion.string)")
         print("threads: \(ThreadPool.shared.threadCount) (CD_NUM_THREADS overrides)")
-        print("OpenBLAS: \(BLAS.config) (kernel \(BLAS.coreName))")
+        print("GEMM: \(BLAS.gemmLibrary); LAPACK: OpenBLAS \(BLAS.config) (kernel \(BLAS.coreName))")
         // MPI_Get_library_version may be called before MPI_Init.
         var buffer = [CChar](repeating: 0, count: Int(cmpi_max_library_version_string()) + 1)
         var length: Int32 = 0

@@ -57,6 +57,30 @@ import Testing
 }
 
 @Suite struct VectorMathTests {
+    @Test func erf8AndGeluMatchLibm() {
+        // Every 1/1024 on [-8, 8] (both sides of the ±4 clamp), then NaN and infinities.
+        var worstErf = 0.0, worstGelu = 0.0, worstSlope = 0.0
+        for start in stride(from: -8192, to: 8192, by: 8) {
+            let x = Vec8((0..<8).map { Float(start + $0) / 1024 })
+            let e = erf8(x), g = gelu8(x), d = geluDerivative8(x)
+            for i in 0..<8 {
+                let xd = Double(x[i])
+                let cdf = 0.5 * (1 + Foundation.erf(xd / 2.0.squareRoot()))
+                worstErf = max(worstErf, abs(Double(e[i]) - Foundation.erf(xd)))
+                worstGelu = max(worstGelu, abs(Double(g[i]) - xd * cdf) / max(1, abs(xd)))
+                worstSlope = max(worstSlope, abs(Double(d[i]) - (cdf + xd * Foundation.exp(-xd * xd / 2) / (2 * Double.pi).squareRoot())))
+            }
+        }
+        #expect(worstErf < 5e-7, "erf8 absolute error \(worstErf)")
+        #expect(worstGelu < 3e-7, "gelu8 error \(worstGelu) (relative above |x| = 1)")
+        #expect(worstSlope < 5e-7, "GELU slope error \(worstSlope)")
+        let special = Vec8(.nan, .infinity, -.infinity, 0, 1e30, -1e30, 0, 0)
+        let e = erf8(special), g = gelu8(special), d = geluDerivative8(special)
+        #expect(e[0].isNaN && g[0].isNaN && d[0].isNaN)
+        #expect(e[1] == 1 && e[2] == -1 && e[3] == 0 && g[3] == 0 && d[3] == 0.5)
+        #expect(g[4] == 1e30 && d[4] == 1 && d[5] == 0 && g[5] == 0 && d[1] == 1 && d[2] == 0)
+    }
+
     @Test func exp8AndLog8MatchLibm() {
         var worstExp: Float = 0, worstLog: Float = 0
         var rng = SeededRandom(seed: 81)

@@ -51,7 +51,7 @@ import Testing
         #expect(total == 10_007)
     }
 
-    @Test func droppedPoolStopsItsThreads() {
+    @Test func droppedPoolIsReleased() {
         weak var weakPool: ThreadPool?
         do {
             let pool = ThreadPool(threadCount: 3)
@@ -62,7 +62,7 @@ import Testing
             sum = lock.withLock { $0 }
             #expect(sum == 45)
         }
-        #expect(weakPool == nil, "workers kept the pool alive")
+        #expect(weakPool == nil, "a finished parallelFor kept the pool alive")
     }
 
     @Test func gemmMatchesNaiveWithLeadingDimensions() {
