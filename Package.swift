@@ -66,7 +66,7 @@ let package = Package(
         .executableTarget(
             name: "cdtrainerd",
             dependencies: [
-                "CDTensor", "CDModels", "CDTraining", "CDProtocol", "CMPI", "COpenBLAS", "CDDistributed", "CDDistributedMPI",
+                "CDTensor", "CDModels", "CDImages", "CDTraining", "CDProtocol", "CMPI", "COpenBLAS", "CDDistributed", "CDDistributedMPI",
                 "CDDaemon", "CDServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),

@@ -91,38 +91,42 @@ public final class AutoencoderKL: @unchecked Sendable {
     public func encode(_ image: Tensor, observe: ((String, Tensor) -> Void)? = nil) -> LatentDistribution {
         let c = config, w = weights, b = image.shape[0]
         precondition(image.rank == 4 && image.shape[1] == c.inChannels, "VAE input must be [B, \(c.inChannels), H, W]")
-        // Temporaries come from this thread's reusable scratch arena: no page faults per call.
-        return Scratch.with { arena in
-            var h = arena.tensor([b, c.blockOutChannels[0], image.shape[2], image.shape[3]], zeroed: false)
+        let arenas = BlockArenas()
+        var h = arenas.next { arena in
+            let h = arena.tensor([b, c.blockOutChannels[0], image.shape[2], image.shape[3]], zeroed: false)
             conv2dForward(x: image, weight: w["encoder.conv_in.weight"], bias: w["encoder.conv_in.bias"], out: h, parameters: .init(stride: 1, padding: 1))
-            for level in encoderLevels {
-                for r in level.resnets { h = r.forward(h, tembActivated: nil, w, arena) }
-                if let p = level.down {
+            return h
+        }
+        for level in encoderLevels {
+            for r in level.resnets { h = arenas.next { r.forward(h, tembActivated: nil, w, $0) } }
+            if let p = level.down {
+                h = arenas.next { arena in
                     let out = arena.tensor([b, h.shape[1], h.shape[2] / 2, h.shape[3] / 2], zeroed: false)
                     conv2dForward(x: h, weight: w[p + "conv.weight"], bias: w[p + "conv.bias"], out: out, parameters: .vaeDownsample)
-                    h = out
+                    return out
                 }
             }
-            h = mid(encoderMid, h, arena)
-            let moments = tail("encoder", h, outChannels: 2 * c.latentChannels, arena)
-            observe?("encoder_out", moments)
-            var m = moments
-            if c.quantConv {
-                m = arena.tensor(moments.shape, zeroed: false)
-                conv2dForward(x: moments, weight: w["quant_conv.weight"], bias: w["quant_conv.bias"], out: m)
-            }
-            observe?("moments", m)
-            let l = c.latentChannels, plane = m.shape[2] * m.shape[3]
-            let shape = [b, l, m.shape[2], m.shape[3]]
-            let mean = Tensor(zeros: shape), logvar = Tensor(zeros: shape)
-            let halves = m.reshaped([b, 2, l * plane])  // [mean; logvar] along channels
-            for s in 0..<b {
-                mean[s].copy(from: halves[s][0])
-                let lv = halves[s][1].pointer, dst = logvar[s].pointer
-                for i in 0..<(l * plane) { dst[i] = min(max(lv[i], -30), 20) }
-            }
-            return LatentDistribution(mean: mean, logVariance: logvar)
         }
+        h = mid(encoderMid, h, arenas)
+        let arena = arenas.spare
+        let moments = tail("encoder", h, outChannels: 2 * c.latentChannels, arena)
+        observe?("encoder_out", moments)
+        var m = moments
+        if c.quantConv {
+            m = arena.tensor(moments.shape, zeroed: false)
+            conv2dForward(x: moments, weight: w["quant_conv.weight"], bias: w["quant_conv.bias"], out: m)
+        }
+        observe?("moments", m)
+        let l = c.latentChannels, plane = m.shape[2] * m.shape[3]
+        let shape = [b, l, m.shape[2], m.shape[3]]
+        let mean = Tensor(zeros: shape), logvar = Tensor(zeros: shape)
+        let halves = m.reshaped([b, 2, l * plane])  // [mean; logvar] along channels
+        for s in 0..<b {
+            mean[s].copy(from: halves[s][0])
+            let lv = halves[s][1].pointer, dst = logvar[s].pointer
+            for i in 0..<(l * plane) { dst[i] = min(max(lv[i], -30), 20) }
+        }
+        return LatentDistribution(mean: mean, logVariance: logvar)
     }
 
     /// Images [B, out, H, W] (unclamped) from latents z [B, latent, h, w] — already divided by
@@ -130,29 +134,29 @@ public final class AutoencoderKL: @unchecked Sendable {
     public func decode(_ z: Tensor) -> Tensor {
         let c = config, w = weights, b = z.shape[0]
         precondition(z.rank == 4 && z.shape[1] == c.latentChannels, "VAE latents must be [B, \(c.latentChannels), h, w]")
-        // Temporaries come from this thread's reusable scratch arena: no page faults per call.
-        return Scratch.with { arena in
+        let arenas = BlockArenas()
+        var h = arenas.next { arena in
             var x = z
             if c.postQuantConv {
                 x = arena.tensor(z.shape, zeroed: false)
                 conv2dForward(x: z, weight: w["post_quant_conv.weight"], bias: w["post_quant_conv.bias"], out: x)
             }
-            var h = arena.tensor([b, c.blockOutChannels[c.levels - 1], z.shape[2], z.shape[3]], zeroed: false)
+            let h = arena.tensor([b, c.blockOutChannels[c.levels - 1], z.shape[2], z.shape[3]], zeroed: false)
             conv2dForward(x: x, weight: w["decoder.conv_in.weight"], bias: w["decoder.conv_in.bias"], out: h, parameters: .init(stride: 1, padding: 1))
-            h = mid(decoderMid, h, arena)
-            for level in decoderLevels {
-                for r in level.resnets { h = r.forward(h, tembActivated: nil, w, arena) }
-                if let p = level.up { h = upsample2D(h, prefix: p, w, arena) }
-            }
-            let out = tail("decoder", h, outChannels: c.outChannels, arena)
-            return out.copy()
+            return h
         }
+        h = mid(decoderMid, h, arenas)
+        for level in decoderLevels {
+            for r in level.resnets { h = arenas.next { r.forward(h, tembActivated: nil, w, $0) } }
+            if let p = level.up { h = arenas.next { upsample2D(h, prefix: p, w, $0) } }
+        }
+        return tail("decoder", h, outChannels: c.outChannels, arenas.spare).copy()
     }
 
-    private func mid(_ m: (ResnetBlock2D, VAEAttention?, ResnetBlock2D), _ x: Tensor, _ arena: Arena) -> Tensor {
-        var h = m.0.forward(x, tembActivated: nil, weights, arena)
-        if let a = m.1 { h = a.forward(h, weights, arena) }
-        return m.2.forward(h, tembActivated: nil, weights, arena)
+    private func mid(_ m: (ResnetBlock2D, VAEAttention?, ResnetBlock2D), _ x: Tensor, _ arenas: BlockArenas) -> Tensor {
+        var h = arenas.next { m.0.forward(x, tembActivated: nil, weights, $0) }
+        if let a = m.1 { h = arenas.next { a.forward(h, weights, $0) } }
+        return arenas.next { m.2.forward(h, tembActivated: nil, weights, $0) }
     }
 
     /// conv_out(SiLU(conv_norm_out(h))).

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CDImages
 import CDModels
 import CDTensor
 import CDTraining
@@ -16,6 +17,11 @@ struct TrainBenchmark {
     let prior: Bool
     /// Also measure the UNet training tape (one more training forward into an arena of its own).
     var measureTape = false
+    /// Take each step's batch from the job's data path (`TrainingSamples`: augmentation, VAE latent
+    /// cache with this many views per image, tokenization, posterior draw) over `dataImages` random
+    /// instance images instead of random latents; nil: random latents.
+    var dataPathViews: Int?
+    var dataImages = 4
 
     struct Report: Codable {
         let resolution: Int
@@ -51,6 +57,14 @@ struct TrainBenchmark {
         let weightBytes: [String: Int]
         /// Bytes of the UNet training forward's tape (its arena's peak), with `--tape-size`.
         let unetTapeBytes: Int?
+        /// With `--data-path`: the data path of the best timed step (batch construction on cached
+        /// latents), seconds.
+        let dataPathSeconds: Double?
+        /// With `--data-path`: mean seconds of one VAE encode (a view's first use), the views
+        /// encoded before the timed steps, and the instance images.
+        let vaeEncodeSeconds: Double?
+        let encodedViews: Int?
+        let dataImages: Int?
         let finalLoss: Double
         let threads: Int
     }
@@ -96,13 +110,38 @@ struct TrainBenchmark {
         let classIds = trainer.tokenizer.encodePadded("photo of a dog")
         let ids = (0..<samples).map { $0 < batch ? instanceIds : classIds }
         let trainSteps = trainer.noiseSchedule.trainTimesteps
-        let batches = (0...steps).map { _ in
+        var batches = (0...steps).map { _ in
             let mask = Tensor(zeros: [samples, 1, latent, latent])
             mask.fill(1)
             return TrainingBatch(latents: rng.normalTensor([samples, 4, latent, latent]), noise: rng.normalTensor([samples, 4, latent, latent]),
                                  timesteps: (0..<samples).map { _ in Int(rng.next() % UInt64(trainSteps)) },
                                  mask: mask, ids: ids, instanceCount: batch)
         }
+        // The job's data path: every view of every image is encoded before the timed steps (a job
+        // pays each encode once, at the view's first use), so the steps time the per-step part.
+        var dataPath: (samples: TrainingSamples, encodeSeconds: Double)?
+        if let views = dataPathViews {
+            let data = dataPathSamples(views: views, trainer: trainer, vae: vae)
+            let start = DispatchTime.now().uptimeNanoseconds
+            var g = 0
+            while data.encodes < dataImages * max(views, 1) && g < 1000 * dataImages * max(views, 1) {
+                _ = data.batch([g], withPrior: false)
+                g += 1
+            }
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            dataPath = (data, seconds / Double(max(data.encodes, 1)))
+            progress(String(format: "data path: %d VAE encodes of %dx%d views, %.3f s each", data.encodes, resolution, resolution,
+                            dataPath!.encodeSeconds))
+        }
+        var dataSeconds: [Double] = []
+        func nextBatch(_ i: Int) -> TrainingBatch {
+            guard let data = dataPath?.samples else { return batches[i] }
+            let start = DispatchTime.now().uptimeNanoseconds
+            let b = data.batch(Array((i * batch)..<((i + 1) * batch)), withPrior: false)
+            dataSeconds.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+            return b
+        }
+        if dataPath != nil { batches[0] = nextBatch(0) }
 
         // The warm-up step also counts the FLOPs (the work of a step does not depend on its data).
         FlopCounter.reset()
@@ -119,9 +158,10 @@ struct TrainBenchmark {
         var last = warmup
         for i in 1...steps {
             OpTimer.enable(true)
-            last = try trainer.step([batches[i]])
+            let data = nextBatch(i)
+            last = try trainer.step([data])
             OpTimer.enable(false)
-            timed.append(last.seconds)
+            timed.append(last.seconds + (dataPath == nil ? 0 : dataSeconds.last!))
             var kinds = Dictionary(uniqueKeysWithValues: OpTimer.totals.map { ($0.key.name, $0.value) })
             kinds["other"] = max(0, last.seconds - kinds.values.reduce(0, +))
             byKind.append(kinds)
@@ -154,7 +194,29 @@ struct TrainBenchmark {
                       gflops: gflops, sgemmGflops: sgemm, sgemmGflopsRuns: [sgemmBefore, sgemmAfter], ratioToSgemm: gflops / sgemm,
                       secondsByKind: bestKinds, peakRssBytes: peak, peakRssBeforeStepsBytes: peakBeforeSteps,
                       rssAfterSetupBytes: rssSetup, rssAfterStepsBytes: rssAfterSteps, weightBytes: weightBytes,
-                      unetTapeBytes: tapeBytes, finalLoss: last.losses.loss, threads: ThreadPool.shared.threadCount)
+                      unetTapeBytes: tapeBytes,
+                      dataPathSeconds: dataPath == nil ? nil : dataSeconds[timed.firstIndex(of: best)! + 1],
+                      vaeEncodeSeconds: dataPath?.encodeSeconds, encodedViews: dataPath?.samples.encodes,
+                      dataImages: dataPath == nil ? nil : dataImages, finalLoss: last.losses.loss, threads: ThreadPool.shared.threadCount)
+    }
+}
+
+extension TrainBenchmark {
+    /// A job's sample stream over `dataImages` random RGB images of 1.25 × 1.1 the resolution
+    /// (so the random scale and crop have room), prompt "photo of a <new1> dog", augmentation and
+    /// flips on as in a default job.
+    func dataPathSamples(views: Int, trainer: CustomDiffusionTrainer, vae: AutoencoderKL) -> TrainingSamples {
+        var rng = SplitMix64(seed: 23)
+        let (w, h) = (resolution * 5 / 4, resolution * 11 / 10)
+        let images = (0..<dataImages).map { i in
+            ConceptDataset.Item(image: RGBImage(width: w, height: h, pixels: (0..<(w * h * 3)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }),
+                                prompt: "photo of a <new1> dog", source: "random-\(i)")
+        }
+        return TrainingSamples(dataset: ConceptDataset(instances: images, classes: [], seed: 5),
+                               augmentation: InstanceAugmentation(resolution: resolution, latentFactor: 8, augment: true, hflip: true, centerCrop: false),
+                               classTransform: ClassImageTransform(resolution: resolution, hflip: true, centerCrop: false),
+                               views: views, vae: vae, tokenizer: trainer.tokenizer,
+                               trainTimesteps: trainer.noiseSchedule.trainTimesteps, seed: 5)
     }
 }
 
@@ -188,18 +250,31 @@ struct TrainCommand: ParsableCommand {
     @Flag(help: "Also measure the UNet training tape: one more training forward into an arena of its own, after the timed steps.")
     var tapeSize = false
 
+    @Flag(help: "Take each step's batch from the job's data path (augmentation, cached VAE latents, tokenization) over random images; the step time includes it.")
+    var dataPath = false
+
+    @Option(help: "With --data-path: augmented views cached per image (a job's latent_cache_views; 0 encodes every step).")
+    var views = 8
+
+    @Option(help: "With --data-path: random instance images.")
+    var images = 4
+
     @Flag(help: "Print one JSON object.")
     var json = false
 
     func validate() throws {
         guard res > 0, res % 64 == 0 else { throw ValidationError("--res must be a positive multiple of 64") }
         guard batch >= 1, steps >= 1 else { throw ValidationError("--batch and --steps must be at least 1") }
+        guard views >= 0, images >= 1 else { throw ValidationError("--views must be at least 0 and --images at least 1") }
+        guard !(dataPath && prior) else { throw ValidationError("--data-path has no class images: use it without --prior") }
     }
 
     func run() throws {
         warnIfDebugBuild()
         _ = ThreadPool.shared
-        let r = try TrainBenchmark(resolution: res, batch: batch, steps: steps, prior: prior, measureTape: tapeSize).run { line in
+        var bench = TrainBenchmark(resolution: res, batch: batch, steps: steps, prior: prior, measureTape: tapeSize)
+        if dataPath { bench.dataPathViews = views; bench.dataImages = images }
+        let r = try bench.run { line in
             FileHandle.standardError.write(Data((line + "\n").utf8))
         }
         if json {
@@ -219,6 +294,10 @@ struct TrainCommand: ParsableCommand {
                      gib(r.rssAfterSetupBytes), gib(r.rssAfterStepsBytes)))
         if let tape = r.unetTapeBytes {
             print(String(format: "  UNet training tape (activations kept for backward) %.2f GiB", gib(tape)))
+        }
+        if let data = r.dataPathSeconds, let encode = r.vaeEncodeSeconds, let encodes = r.encodedViews {
+            print(String(format: "  data path (included above): %.4f s per step = %.2f%% of the step; VAE encode %.3f s per view (%d views of %d images encoded before the steps)",
+                         data, 100 * data / r.stepSeconds, encode, encodes, r.dataImages ?? 0))
         }
         let order = OpTimer.Kind.allCases.map(\.name) + ["other"]
         print("  time by op kind: " + order.map { k in
