@@ -63,6 +63,8 @@ struct TrainBenchmark {
         /// With `--data-path`: mean seconds of one VAE encode (a view's first use), the views
         /// encoded before the timed steps, and the instance images.
         let vaeEncodeSeconds: Double?
+        /// With `--data-path`: FLOPs of one VAE encode, counted by the kernels.
+        let vaeEncodeGflop: Double?
         let encodedViews: Int?
         let dataImages: Int?
         let finalLoss: Double
@@ -119,19 +121,23 @@ struct TrainBenchmark {
         }
         // The job's data path: every view of every image is encoded before the timed steps (a job
         // pays each encode once, at the view's first use), so the steps time the per-step part.
-        var dataPath: (samples: TrainingSamples, encodeSeconds: Double)?
+        var dataPath: (samples: TrainingSamples, encodeSeconds: Double, encodeGflop: Double)?
         if let views = dataPathViews {
             let data = dataPathSamples(views: views, trainer: trainer, vae: vae)
             let start = DispatchTime.now().uptimeNanoseconds
             var g = 0
+            FlopCounter.reset()
+            FlopCounter.isEnabled = true
             while data.encodes < dataImages * max(views, 1) && g < 1000 * dataImages * max(views, 1) {
                 _ = data.batch([g], withPrior: false)
                 g += 1
             }
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-            dataPath = (data, seconds / Double(max(data.encodes, 1)))
-            progress(String(format: "data path: %d VAE encodes of %dx%d views, %.3f s each", data.encodes, resolution, resolution,
-                            dataPath!.encodeSeconds))
+            FlopCounter.isEnabled = false
+            let encodes = Double(max(data.encodes, 1))
+            dataPath = (data, seconds / encodes, FlopCounter.totals.values.reduce(0, +) / encodes / 1e9)
+            progress(String(format: "data path: %d VAE encodes of %dx%d views, %.3f s and %.1f GFLOP each", data.encodes, resolution, resolution,
+                            dataPath!.encodeSeconds, dataPath!.encodeGflop))
         }
         var dataSeconds: [Double] = []
         func nextBatch(_ i: Int) -> TrainingBatch {
@@ -196,7 +202,7 @@ struct TrainBenchmark {
                       rssAfterSetupBytes: rssSetup, rssAfterStepsBytes: rssAfterSteps, weightBytes: weightBytes,
                       unetTapeBytes: tapeBytes,
                       dataPathSeconds: dataPath == nil ? nil : dataSeconds[timed.firstIndex(of: best)! + 1],
-                      vaeEncodeSeconds: dataPath?.encodeSeconds, encodedViews: dataPath?.samples.encodes,
+                      vaeEncodeSeconds: dataPath?.encodeSeconds, vaeEncodeGflop: dataPath?.encodeGflop, encodedViews: dataPath?.samples.encodes,
                       dataImages: dataPath == nil ? nil : dataImages, finalLoss: last.losses.loss, threads: ThreadPool.shared.threadCount)
     }
 }
@@ -296,8 +302,9 @@ struct TrainCommand: ParsableCommand {
             print(String(format: "  UNet training tape (activations kept for backward) %.2f GiB", gib(tape)))
         }
         if let data = r.dataPathSeconds, let encode = r.vaeEncodeSeconds, let encodes = r.encodedViews {
-            print(String(format: "  data path (included above): %.4f s per step = %.2f%% of the step; VAE encode %.3f s per view (%d views of %d images encoded before the steps)",
-                         data, 100 * data / r.stepSeconds, encode, encodes, r.dataImages ?? 0))
+            print(String(format: "  data path (included above): %.4f s per step = %.2f%% of the step; VAE encode %.3f s per view, %.1f GFLOP (%.1f GFLOP/s; %d views of %d images encoded before the steps)",
+                         data, 100 * data / r.stepSeconds, encode, r.vaeEncodeGflop ?? 0, (r.vaeEncodeGflop ?? 0) / encode,
+                         encodes, r.dataImages ?? 0))
         }
         let order = OpTimer.Kind.allCases.map(\.name) + ["other"]
         print("  time by op kind: " + order.map { k in
