@@ -4,8 +4,8 @@ import COpenBLAS
 /// Row-major GEMM, thread counts, and the naive reference it is tested against.
 ///
 /// `gemm` runs on oneDNN's `dnnl_sgemm`: on the shapes a UNet step makes (attention products with an
-/// inner size of 40–160 from inside pool tasks, linear layers with M = 64…4096) it is 0–50 % faster
-/// than OpenBLAS 0.3.21 here (`bench kernels`). OpenBLAS stays for LAPACK.
+/// inner size of 40–160 from inside pool tasks, linear layers with M = 64…4096) it measured 0–50 %
+/// faster than OpenBLAS 0.3.21 on this project's machines (BENCHMARKS.md). OpenBLAS stays for LAPACK.
 public enum BLAS {
     /// Sets OpenBLAS's thread count, which only its LAPACK routines (`LAPACK`) use (normally
     /// `ThreadPool.shared.threadCount`).
@@ -13,7 +13,7 @@ public enum BLAS {
     public static var threads: Int { Int(openblas_get_num_threads()) }
     public static var config: String { String(cString: openblas_get_config()) }
     public static var coreName: String { String(cString: openblas_get_corename()) }
-    /// The library `gemm` runs on, e.g. "oneDNN 2.6.3 (cpu runtime 2)".
+    /// The library `gemm` runs on, e.g. "oneDNN 2.6.3".
     public static var gemmLibrary: String {
         guard let v = dnnl_version()?.pointee else { return "oneDNN" }
         return "oneDNN \(v.major).\(v.minor).\(v.patch)"

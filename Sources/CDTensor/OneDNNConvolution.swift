@@ -76,8 +76,40 @@ enum OneDNNConvolution {
         var userInput = dnnl_memory_desc_t(), userWeight = dnnl_memory_desc_t(), userOutput = dnnl_memory_desc_t()
         var biasDesc = dnnl_memory_desc_t()
         var input = dnnl_memory_desc_t(), weight = dnnl_memory_desc_t(), output = dnnl_memory_desc_t()
-        var primitive: dnnl_primitive_t?
-        var inputReorder: dnnl_primitive_t?, weightReorder: dnnl_primitive_t?, outputReorder: dnnl_primitive_t?
+        var convolution: Step?, inputReorder: Step?, weightReorder: Step?, outputReorder: Step?
+
+        /// A primitive and the scratchpad one execution needs. The scratchpad is ours (oneDNN's own
+        /// belongs to the primitive), so two threads may run the same plan at once: training and
+        /// sampling in the daemon.
+        struct Step {
+            let primitive: dnnl_primitive_t
+            let scratchpad: dnnl_memory_desc_t
+
+            init?(_ pd: dnnl_primitive_desc_t) {
+                var p: dnnl_primitive_t?
+                guard dnnl_primitive_create(&p, pd) == dnnl_success, let p else { return nil }
+                primitive = p
+                // A zero descriptor (size 0) when the primitive needs none.
+                scratchpad = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0)?.pointee ?? dnnl_memory_desc_t()
+            }
+        }
+
+        /// Attributes with a user-managed scratchpad and, with `accumulate`, a sum post-op (the
+        /// result is added to what the destination holds).
+        private static func attributes(accumulate: Bool) -> dnnl_primitive_attr_t? {
+            var attr: dnnl_primitive_attr_t?
+            guard dnnl_primitive_attr_create(&attr) == dnnl_success, let attr else { return nil }
+            var ok = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success
+            if accumulate && ok {
+                var ops: dnnl_post_ops_t?
+                ok = dnnl_post_ops_create(&ops) == dnnl_success && dnnl_post_ops_append_sum(ops, 1) == dnnl_success
+                    && dnnl_primitive_attr_set_post_ops(attr, ops) == dnnl_success
+                if let ops { dnnl_post_ops_destroy(ops) }
+            }
+            if ok { return attr }
+            dnnl_primitive_attr_destroy(attr)
+            return nil
+        }
 
         init?(_ g: Conv2dGeometry, _ pass: Pass, bias: Bool, engine: dnnl_engine_t) {
             self.engine = engine
@@ -102,8 +134,11 @@ enum OneDNNConvolution {
                 ? dnnl_convolution_forward_desc_init(&fd, prop, dnnl_convolution_direct, &anyX, &anyW, &biasDesc, &anyY, strides, padL, padR)
                 : dnnl_convolution_forward_desc_init(&fd, prop, dnnl_convolution_direct, &anyX, &anyW, nil, &anyY, strides, padL, padR)
             guard described == dnnl_success else { return nil }
+            guard let attr = Self.attributes(accumulate: false) else { return nil }
+            defer { dnnl_primitive_attr_destroy(attr) }
             var forwardPD: dnnl_primitive_desc_t?
-            guard dnnl_primitive_desc_create(&forwardPD, &fd, nil, engine, nil) == dnnl_success, let forwardPD else { return nil }
+            guard dnnl_primitive_desc_create(&forwardPD, &fd, pass == .forward ? attr : nil, engine, nil) == dnnl_success,
+                  let forwardPD else { return nil }
             defer { dnnl_primitive_desc_destroy(forwardPD) }
             var pd = forwardPD
             var backwardPD: dnnl_primitive_desc_t?
@@ -112,7 +147,7 @@ enum OneDNNConvolution {
                 var bd = dnnl_convolution_desc_t()
                 guard dnnl_convolution_backward_data_desc_init(&bd, dnnl_convolution_direct, &anyX, &anyW, &anyY,
                                                                strides, padL, padR) == dnnl_success,
-                      dnnl_primitive_desc_create(&backwardPD, &bd, nil, engine, forwardPD) == dnnl_success,
+                      dnnl_primitive_desc_create(&backwardPD, &bd, attr, engine, forwardPD) == dnnl_success,
                       let backwardPD else { return nil }
                 pd = backwardPD
             }
@@ -126,16 +161,17 @@ enum OneDNNConvolution {
             userInput = pass == .forward ? x : y
             userWeight = w
             userOutput = pass == .forward ? y : x
-            guard dnnl_primitive_create(&primitive, pd) == dnnl_success,
-                  let inR = Self.reorder(&userInput, &input, accumulate: false, engine),
-                  let wR = Self.reorder(&userWeight, &weight, accumulate: false, engine),
-                  let outR = Self.reorder(&output, &userOutput, accumulate: pass == .backwardData, engine)
-            else { return nil }
-            inputReorder = inR; weightReorder = wR; outputReorder = outR
+            convolution = Step(pd)
+            inputReorder = Self.reorder(&userInput, &input, accumulate: false, engine)
+            weightReorder = Self.reorder(&userWeight, &weight, accumulate: false, engine)
+            outputReorder = Self.reorder(&output, &userOutput, accumulate: pass == .backwardData, engine)
+            guard convolution != nil, inputReorder != nil, weightReorder != nil, outputReorder != nil else { return nil }
         }
 
         deinit {
-            for p in [primitive, inputReorder, weightReorder, outputReorder] { if let p { dnnl_primitive_destroy(p) } }
+            for step in [convolution, inputReorder, weightReorder, outputReorder] {
+                if let step { dnnl_primitive_destroy(step.primitive) }
+            }
         }
 
         /// The implementation oneDNN picked must be a direct JIT kernel: "ref" is a slow loop and
@@ -147,21 +183,15 @@ enum OneDNNConvolution {
             return name.contains("jit") && !name.contains("gemm") || name.contains("brg")
         }
 
-        /// A reorder from `from` to `to`; with `accumulate` it adds into `to` (a sum post-op).
+        /// A reorder from `from` to `to`; with `accumulate` it adds into `to`.
         private static func reorder(_ from: inout dnnl_memory_desc_t, _ to: inout dnnl_memory_desc_t, accumulate: Bool,
-                                    _ engine: dnnl_engine_t) -> dnnl_primitive_t? {
-            var attr: dnnl_primitive_attr_t?, ops: dnnl_post_ops_t?
-            defer { if let attr { dnnl_primitive_attr_destroy(attr) }; if let ops { dnnl_post_ops_destroy(ops) } }
-            if accumulate {
-                guard dnnl_primitive_attr_create(&attr) == dnnl_success, dnnl_post_ops_create(&ops) == dnnl_success,
-                      dnnl_post_ops_append_sum(ops, 1) == dnnl_success,
-                      dnnl_primitive_attr_set_post_ops(attr, ops) == dnnl_success else { return nil }
-            }
+                                    _ engine: dnnl_engine_t) -> Step? {
+            guard let attr = attributes(accumulate: accumulate) else { return nil }
+            defer { dnnl_primitive_attr_destroy(attr) }
             var rpd: dnnl_primitive_desc_t?
             guard dnnl_reorder_primitive_desc_create(&rpd, &from, engine, &to, engine, attr) == dnnl_success, let rpd else { return nil }
             defer { dnnl_primitive_desc_destroy(rpd) }
-            var r: dnnl_primitive_t?
-            return dnnl_primitive_create(&r, rpd) == dnnl_success ? r : nil
+            return Step(rpd)
         }
 
         func run(input x: UnsafeMutablePointer<Float>, weight w: UnsafeMutablePointer<Float>,
@@ -193,16 +223,30 @@ enum OneDNNConvolution {
                 let blockedY = memory(&by, scratch(&by))
                 let biasMemory = b.map { memory(&bd, $0) }
                 defer { for m in [userX, userW, userY, blockedX, blockedW, blockedY, biasMemory] { if let m { dnnl_memory_destroy(m) } } }
-                execute(inputReorder, stream, [(DNNLArg.from, userX), (DNNLArg.to, blockedX)])
-                execute(weightReorder, stream, [(DNNLArg.from, userW), (DNNLArg.to, blockedW)])
+                // Steps run one after another on the stream, so one scratchpad buffer serves them all.
+                let steps = [inputReorder!, weightReorder!, convolution!, outputReorder!]
+                var scratchpadDesc = steps.map(\.scratchpad).max { a, b in
+                    var (a, b) = (a, b)
+                    return dnnl_memory_desc_get_size(&a) < dnnl_memory_desc_get_size(&b)
+                }!
+                let scratchpad = dnnl_memory_desc_get_size(&scratchpadDesc) == 0 ? nil : scratch(&scratchpadDesc)
+                func execute(_ step: Step, _ args: [(Int32, dnnl_memory_t?)]) {
+                    var pad = step.scratchpad
+                    let padMemory = scratchpad.map { memory(&pad, $0) }
+                    defer { if let padMemory { dnnl_memory_destroy(padMemory) } }
+                    let list = (args + (padMemory.map { [(DNNLArg.scratchpad, $0)] } ?? [])).map { dnnl_exec_arg_t(arg: $0.0, memory: $0.1) }
+                    check(dnnl_primitive_execute(step.primitive, stream, Int32(list.count), list), "execute")
+                }
+                execute(steps[0], [(DNNLArg.from, userX), (DNNLArg.to, blockedX)])
+                execute(steps[1], [(DNNLArg.from, userW), (DNNLArg.to, blockedW)])
                 if pass == .forward {
                     var args = [(DNNLArg.src, blockedX), (DNNLArg.weights, blockedW), (DNNLArg.dst, blockedY)]
                     if let biasMemory { args.append((DNNLArg.bias, biasMemory)) }
-                    execute(primitive, stream, args)
+                    execute(steps[2], args)
                 } else {
-                    execute(primitive, stream, [(DNNLArg.diffDst, blockedX), (DNNLArg.weights, blockedW), (DNNLArg.diffSrc, blockedY)])
+                    execute(steps[2], [(DNNLArg.diffDst, blockedX), (DNNLArg.weights, blockedW), (DNNLArg.diffSrc, blockedY)])
                 }
-                execute(outputReorder, stream, [(DNNLArg.from, blockedY), (DNNLArg.to, userY)])
+                execute(steps[3], [(DNNLArg.from, blockedY), (DNNLArg.to, userY)])
                 check(dnnl_stream_wait(stream), "stream wait")
             }
         }
@@ -217,17 +261,13 @@ enum OneDNNConvolution {
             memory(&d, UnsafeMutableRawPointer(handle))
         }
 
-        private func execute(_ p: dnnl_primitive_t?, _ stream: dnnl_stream_t?, _ args: [(Int32, dnnl_memory_t?)]) {
-            let list = args.map { dnnl_exec_arg_t(arg: $0.0, memory: $0.1) }
-            check(dnnl_primitive_execute(p, stream, Int32(list.count), list), "execute")
-        }
     }
 }
 
 /// Execution arguments (DNNL_ARG_*; their macros are aliases Swift does not import).
 private enum DNNLArg {
     static let src: Int32 = 1, from: Int32 = 1, dst: Int32 = 17, to: Int32 = 17
-    static let weights: Int32 = 33, bias: Int32 = 41, diffSrc: Int32 = 129, diffDst: Int32 = 145
+    static let weights: Int32 = 33, bias: Int32 = 41, diffSrc: Int32 = 129, diffDst: Int32 = 145, scratchpad: Int32 = 80
 }
 
 /// A failure after the plan was built (out of memory inside oneDNN) is not recoverable here.

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import CDTensor
 
@@ -73,6 +74,24 @@ import Testing
         conv2dBackwardNaive(x: x, weight: w, dOut: dy, dx: dxN, dWeight: dwN, dBias: nil, parameters: c.parameters)
         expectClose(dx, dxN, "conv2dBackward \(c.name) dx accumulated onto a nonzero dx")
         expectClose(dw, dwN, rtol: 1e-4, atol: 1e-4, "conv2dBackward \(c.name) dW (im2col path beside oneDNN's dx)")
+    }
+
+    /// The daemon samples on one thread while it trains on another; both may run the same cached
+    /// oneDNN plan at once (each call brings its own scratchpad and blocked buffers).
+    @Test func oneDNNPlansRunFromTwoThreadsAtOnce() {
+        var rng = SeededRandom(seed: 14)
+        let shape = [1, 6, 64, 64], weightShape = [5, 6, 3, 3], p = Conv2dParameters(stride: 1, padding: 1)
+        let w = rng.tensor(weightShape), b = rng.tensor([5])
+        let inputs = (0..<4).map { _ in rng.tensor(shape) }
+        let outs = inputs.map { _ in Tensor(zeros: [1, 5, 64, 64]) }
+        DispatchQueue.concurrentPerform(iterations: inputs.count) { i in
+            for _ in 0..<3 { conv2dForward(x: inputs[i], weight: w, bias: b, out: outs[i], parameters: p) }
+        }
+        for i in inputs.indices {
+            let ref = Tensor(zeros: [1, 5, 64, 64])
+            conv2dForwardNaive(x: inputs[i], weight: w, bias: b, out: ref, parameters: p)
+            expectClose(outs[i], ref, "conv on thread \(i)")
+        }
     }
 
     @Test func chunkingSplitsOutputRowsWithinTheBudget() {
