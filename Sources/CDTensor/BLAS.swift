@@ -31,9 +31,10 @@ public enum BLAS {
             scaleMatrix(c, rows: m, cols: n, ld: ldc, beta: beta)
             return
         }
-        OneDNN.useThreads()
-        let status = dnnl_sgemm(transA ? 84 : 78, transB ? 84 : 78, Int64(m), Int64(n), Int64(k), alpha,
-                                a, Int64(lda), b, Int64(ldb), beta, c, Int64(ldc))  // 84 "T", 78 "N"
+        let status = OneDNN.withThreads { _ in
+            dnnl_sgemm(transA ? 84 : 78, transB ? 84 : 78, Int64(m), Int64(n), Int64(k), alpha,
+                       a, Int64(lda), b, Int64(ldb), beta, c, Int64(ldc))  // 84 "T", 78 "N"
+        }
         precondition(status == dnnl_success, "dnnl_sgemm(\(m)x\(n)x\(k), lda \(lda), ldb \(ldb), ldc \(ldc)): status \(status)")
     }
 

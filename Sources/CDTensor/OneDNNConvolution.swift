@@ -27,6 +27,8 @@ enum OneDNNConvolution {
         let dims: [Int]  // N, C, H, W, O, KH, KW, stride, pads (top, left, bottom, right)
         let pass: Pass
         let bias: Bool
+        /// oneDNN's direct kernels split their work for the thread count at creation.
+        let threads: Int
     }
 
     static func applies(_ g: Conv2dGeometry) -> Bool {
@@ -35,16 +37,20 @@ enum OneDNNConvolution {
 
     /// y = conv(x, W) + b via oneDNN; false when no direct kernel exists for this geometry.
     static func forward(x: Tensor, weight: Tensor, bias: Tensor?, out: Tensor, _ g: Conv2dGeometry) -> Bool {
-        guard let plan = plan(g, .forward, bias: bias != nil) else { return false }
-        plan.run(input: x.pointer, weight: weight.pointer, bias: bias?.pointer, output: out.pointer)
-        return true
+        OneDNN.withThreads { threads in
+            guard let plan = plan(g, .forward, bias: bias != nil, threads: threads) else { return false }
+            plan.run(input: x.pointer, weight: weight.pointer, bias: bias?.pointer, output: out.pointer)
+            return true
+        }
     }
 
     /// dx += convᵀ(dy, W) via oneDNN; false when no direct kernel exists for this geometry.
     static func backwardData(dOut: Tensor, weight: Tensor, dx: Tensor, _ g: Conv2dGeometry) -> Bool {
-        guard let plan = plan(g, .backwardData, bias: false) else { return false }
-        plan.run(input: dOut.pointer, weight: weight.pointer, bias: nil, output: dx.pointer)
-        return true
+        OneDNN.withThreads { threads in
+            guard let plan = plan(g, .backwardData, bias: false, threads: threads) else { return false }
+            plan.run(input: dOut.pointer, weight: weight.pointer, bias: nil, output: dx.pointer)
+            return true
+        }
     }
 
     /// oneDNN engines may be used from any thread.
@@ -53,19 +59,26 @@ enum OneDNNConvolution {
         return dnnl_engine_create(&e, dnnl_cpu, 0) == dnnl_success ? e : nil
     }()
 
-    /// nil entries: geometries oneDNN has no direct kernel for (asked once).
+    /// nil entries: geometries oneDNN has no direct kernel for (asked once). Emptied when it reaches
+    /// `maximumPlans` (a daemon sampling at many sizes); plans in use stay alive with their callers.
     private static let plans = Mutex<[Key: Plan?]>([:])
+    static let maximumPlans = 256
 
-    private static func plan(_ g: Conv2dGeometry, _ pass: Pass, bias: Bool) -> Plan? {
+    /// Called with the calling thread's OpenMP count already set to `threads` (`OneDNN.withThreads`),
+    /// which the plan's kernels are created for.
+    private static func plan(_ g: Conv2dGeometry, _ pass: Pass, bias: Bool, threads: Int) -> Plan? {
         let p = g.parameters
         let key = Key(dims: [g.batch, g.inChannels, g.height, g.width, g.outChannels, g.kernelH, g.kernelW,
-                             p.stride, p.padTop, p.padLeft, p.padBottom, p.padRight], pass: pass, bias: bias)
-        return plans.withLock { cache in
-            if let known = cache[key] { return known }
-            let made = engine.flatMap { Plan(g, pass, bias: bias, engine: $0) }
+                             p.stride, p.padTop, p.padLeft, p.padBottom, p.padRight], pass: pass, bias: bias, threads: threads)
+        if let known = plans.withLock({ $0[key] }) { return known }
+        // Created outside the lock (JIT compilation takes milliseconds); a thread that raced us
+        // may have inserted its own, which is just as good.
+        let made = engine.flatMap { Plan(g, pass, bias: bias, engine: $0) }
+        plans.withLock { cache in
+            if cache.count >= maximumPlans { cache.removeAll() }
             cache[key] = .some(made)
-            return made
         }
+        return made
     }
 
     /// One primitive with the reorders around it. For `.forward` input = x, output = y (written);
@@ -194,9 +207,9 @@ enum OneDNNConvolution {
             return Step(rpd)
         }
 
+        /// Runs with the calling thread's OpenMP count set to the plan's (`OneDNN.withThreads`).
         func run(input x: UnsafeMutablePointer<Float>, weight w: UnsafeMutablePointer<Float>,
                  bias b: UnsafeMutablePointer<Float>?, output y: UnsafeMutablePointer<Float>) {
-            OneDNN.useThreads()
             var stream: dnnl_stream_t?
             check(dnnl_stream_create(&stream, engine, UInt32(dnnl_stream_default_flags.rawValue)), "stream")
             defer { dnnl_stream_destroy(stream) }
@@ -205,14 +218,17 @@ enum OneDNNConvolution {
             var (ux, uw, uy, bd) = (userInput, userWeight, userOutput, biasDesc)
             var (bx, bw, by) = (input, weight, output)
             Scratch.with { arena in
-                // Blocked copies beyond the im2col budget (the VAE's 128-channel planes at 512 px:
-                // 128 MiB each) are allocated per call, so that the thread's scratch arena does not
-                // keep them for the rest of the process.
+                // Buffers beyond the im2col budget in all (the VAE's 128-channel planes at 512 px:
+                // 128 MiB each) are allocated per call, so that the thread's scratch arena, which
+                // only grows, does not keep them for the rest of the process.
                 var owned: [UnsafeMutablePointer<Float>] = []
+                var fromArena = 0
                 defer { owned.forEach { free($0) } }
                 func scratch(_ d: inout dnnl_memory_desc_t) -> UnsafeMutableRawPointer {
                     let floats = (dnnl_memory_desc_get_size(&d) + 3) / 4
-                    guard floats <= Conv2dGeometry.defaultColumnBudget else {
+                    fromArena += floats
+                    guard fromArena <= Conv2dGeometry.defaultColumnBudget else {
+                        fromArena -= floats
                         owned.append(allocateAligned(floats: floats))
                         return UnsafeMutableRawPointer(owned.last!)
                     }

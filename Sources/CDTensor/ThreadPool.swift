@@ -16,7 +16,8 @@ import Synchronization
 ///
 /// `parallelFor` hands out task indices dynamically and blocks until all are done, so the body may
 /// capture local state without escaping. Calls made from inside a task, or while another thread is
-/// already using the pool, run serially on the caller instead of deadlocking or oversubscribing.
+/// already using the pool, run serially on the caller instead of deadlocking or oversubscribing;
+/// oneDNN calls hold the pool the same way (`withTeam`).
 public final class ThreadPool: @unchecked Sendable {
     /// The process's pool. Creating it also sets OpenBLAS (LAPACK) to the same thread count.
     public static let shared: ThreadPool = {
@@ -53,9 +54,23 @@ public final class ThreadPool: @unchecked Sendable {
             let job = Job(body: escapable, count: tasks)
             // Returns after every team thread has left `Job.run`; `job` (and with it the body) is
             // released at the end of this scope, before `withoutActuallyEscaping` checks it.
-            GOMP_parallel({ raw in Job.run(raw!) }, Unmanaged.passUnretained(job).toOpaque(),
-                          UInt32(min(threadCount, tasks)), 0)
+            withExtendedLifetime(job) {
+                GOMP_parallel({ raw in Job.run(raw!) }, Unmanaged.passUnretained(job).toOpaque(),
+                              UInt32(min(threadCount, tasks)), 0)
+            }
         }
+    }
+
+    /// Runs `body(threads)` holding the pool when it is free: `threads` is `threadCount` then, and 1
+    /// inside a task or while another thread holds the pool. For library calls that start threads
+    /// of their own (oneDNN's OpenMP teams), so two calling threads never run two full teams.
+    public func withTeam<R>(_ body: (_ threads: Int) -> R) -> R {
+        if threadCount == 1 || ThreadPool.isInsideTask
+            || !inUse.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged {
+            return body(1)
+        }
+        defer { inUse.store(false, ordering: .releasing) }
+        return body(threadCount)
     }
 
     /// Splits `0..<total` into contiguous ranges of at least `grain` items (a few per thread for

@@ -112,7 +112,7 @@ struct TrainBenchmark {
         let classIds = trainer.tokenizer.encodePadded("photo of a dog")
         let ids = (0..<samples).map { $0 < batch ? instanceIds : classIds }
         let trainSteps = trainer.noiseSchedule.trainTimesteps
-        var batches = (0...steps).map { _ in
+        let batches = (0...steps).map { _ in
             let mask = Tensor(zeros: [samples, 1, latent, latent])
             mask.fill(1)
             return TrainingBatch(latents: rng.normalTensor([samples, 4, latent, latent]), noise: rng.normalTensor([samples, 4, latent, latent]),
@@ -147,12 +147,12 @@ struct TrainBenchmark {
             dataSeconds.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
             return b
         }
-        if dataPath != nil { batches[0] = nextBatch(0) }
 
         // The warm-up step also counts the FLOPs (the work of a step does not depend on its data).
         FlopCounter.reset()
         FlopCounter.isEnabled = true
-        let warmup = try trainer.step([batches[0]])
+        // With --views 0 the data path encodes every step: counted here like the timed steps' work.
+        let warmup = try trainer.step([nextBatch(0)])
         FlopCounter.isEnabled = false
         let counted = FlopCounter.totals
         let flops = counted.values.reduce(0, +)
@@ -164,8 +164,7 @@ struct TrainBenchmark {
         var last = warmup
         for i in 1...steps {
             OpTimer.enable(true)
-            let data = nextBatch(i)
-            last = try trainer.step([data])
+            last = try trainer.step([nextBatch(i)])
             OpTimer.enable(false)
             timed.append(last.seconds + (dataPath == nil ? 0 : dataSeconds.last!))
             var kinds = Dictionary(uniqueKeysWithValues: OpTimer.totals.map { ($0.key.name, $0.value) })

@@ -10,7 +10,7 @@ struct VersionCommand: ParsableCommand {
     func run() {
         print("cdtrainerd \(CDTrainerdVersion.string)")
         print("threads: \(ThreadPool.shared.threadCount) (CD_NUM_THREADS overrides)")
-        print("GEMM: \(BLAS.gemmLibrary); LAPACK: OpenBLAS \(BLAS.config) (kernel \(BLAS.coreName))")
+        print("GEMM: \(BLAS.gemmLibrary); LAPACK: \(BLAS.config) (kernel \(BLAS.coreName))")
         // MPI_Get_library_version may be called before MPI_Init.
         var buffer = [CChar](repeating: 0, count: Int(cmpi_max_library_version_string()) + 1)
         var length: Int32 = 0
