@@ -10,7 +10,6 @@ public enum BLAS {
     /// Sets OpenBLAS's thread count, which only its LAPACK routines (`LAPACK`) use (normally
     /// `ThreadPool.shared.threadCount`).
     public static func setThreads(_ n: Int) { openblas_set_num_threads(Int32(max(1, n))) }
-    public static var threads: Int { Int(openblas_get_num_threads()) }
     public static var config: String { String(cString: openblas_get_config()) }
     public static var coreName: String { String(cString: openblas_get_corename()) }
     /// The library `gemm` runs on, e.g. "oneDNN 2.6.3".

@@ -44,8 +44,7 @@ public final class ThreadPool: @unchecked Sendable {
     /// and no two tasks run at once with the same `worker`, so per-worker scratch needs no lock.
     public func parallelFor(_ tasks: Int, _ body: (_ task: Int, _ worker: Int) -> Void) {
         if tasks <= 0 { return }
-        if tasks == 1 || threadCount == 1 || ThreadPool.isInsideTask
-            || !inUse.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged {
+        guard tasks > 1, claim() else {
             for t in 0..<tasks { body(t, 0) }
             return
         }
@@ -65,12 +64,16 @@ public final class ThreadPool: @unchecked Sendable {
     /// inside a task or while another thread holds the pool. For library calls that start threads
     /// of their own (oneDNN's OpenMP teams), so two calling threads never run two full teams.
     public func withTeam<R>(_ body: (_ threads: Int) -> R) -> R {
-        if threadCount == 1 || ThreadPool.isInsideTask
-            || !inUse.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged {
-            return body(1)
-        }
+        guard claim() else { return body(1) }
         defer { inUse.store(false, ordering: .releasing) }
         return body(threadCount)
+    }
+
+    /// Takes the pool for a multi-threaded section; false with one thread, inside a task, or while
+    /// another thread holds it. The caller releases `inUse` when done.
+    private func claim() -> Bool {
+        threadCount > 1 && !ThreadPool.isInsideTask
+            && inUse.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged
     }
 
     /// Splits `0..<total` into contiguous ranges of at least `grain` items (a few per thread for
