@@ -1,9 +1,10 @@
 import CDProtocol
+import CDTensor
 import Foundation
 
 /// The daemon's rules for a submitted job (before the spec's own validation): the model must be
-/// one it knows (stored by its `[models]` name), the steps within its limit, the images those uploaded (`JobUpload` names), and
-/// every output format is written so any can be downloaded later.
+/// one it knows (stored by its `[models]` name), the steps within its limit, the images those uploaded (`JobUpload` names),
+/// bf16 compute only on a CPU that has it, and every output format is written so any can be downloaded later.
 public struct JobAdmission: Sendable {
     public let config: DaemonConfig
 
@@ -21,6 +22,9 @@ public struct JobAdmission: Sendable {
         }
         if config.maxSteps > 0, spec.steps > config.maxSteps {
             problems.append(.init(field: "steps", message: "\(spec.steps) is more than this daemon's limit of \(config.maxSteps)"))
+        }
+        if spec.computePrecision == .bf16 && !ComputePrecision.bf16Supported {
+            problems.append(.init(field: "compute_precision", message: "\"bf16\" needs a CPU with AVX512_BF16 and this daemon's has none: use \"fp32\""))
         }
         problems += JobUpload.problems(spec, blobNames: blobNames)
         if !problems.isEmpty { throw JobFileError(file: "spec", problems: problems) }

@@ -21,6 +21,14 @@ public struct Weights: @unchecked Sendable {
         return t
     }
 
+    /// The same weights, every storage marked frozen (`TensorStorage.freeze`), so kernels may keep
+    /// derived copies (bf16 convolution weights). Loaded weights never change: parameters that are
+    /// trained or edited are owned copies made afterwards (`withOwnedCopies`, `replacingWeights`).
+    public func frozen() -> Weights {
+        for t in tensors.values { t.storage.freeze() }
+        return self
+    }
+
     /// The same weights with `keys` copied into owned, writable memory. Loaded F32 tensors are views
     /// of a read-only file mapping (writing them faults); parameters that will be trained or edited
     /// are copied first, e.g. `UNet2DConditionModel(config:weights: w.withOwnedCopies(of: kvKeys))`.
@@ -69,7 +77,7 @@ public struct Weights: @unchecked Sendable {
         if !missing.isEmpty || !unexpected.isEmpty || !wrong.isEmpty {
             throw ModelError.weightMismatch(source: source, missing: missing, unexpected: unexpected.sorted(), wrongShapes: wrong)
         }
-        return Weights(tensors: tensors)
+        return Weights(tensors: tensors).frozen()
     }
 }
 

@@ -158,7 +158,7 @@ enum JobFileParser {
         "embedding_learning_rate", "scale_lr", "train", "resolution", "checkpoint_every", "max_grad_norm",
         "prior_loss_weight", "augment", "hflip", "center_crop", "outputs", "with_prior_preservation",
         "lr_schedule", "lr_warmup_steps", "adam_beta1", "adam_beta2", "adam_epsilon", "adam_weight_decay",
-        "detach_start_token", "latent_cache_views", "sample_seed", "num_class_images", "concept",
+        "detach_start_token", "latent_cache_views", "compute_precision", "sample_seed", "num_class_images", "concept",
         "concepts_list", "modifier_token", "initializer_token", "validation",
     ]
     static let conceptKeys = [
@@ -256,6 +256,12 @@ enum JobFileParser {
         if let v = r.double("adam_weight_decay") { s.adamWeightDecay = v }
         if let v = r.bool("detach_start_token") { s.detachStartToken = v }
         if let v = r.int("latent_cache_views") { s.latentCacheViews = v }
+        if let n = r.string("compute_precision") {
+            if let v = ComputePrecisionName(rawValue: n) { s.computePrecision = v } else {
+                let all = ComputePrecisionName.allCases.map(\.rawValue)
+                d.fail("compute_precision", "unknown precision \(quoted(n)) (\(all.joined(separator: ", ")))" + Suggestions.hint(n, in: all))
+            }
+        }
         s.sampleSeed = readSeed(r, "sample_seed") ?? s.seed
 
         // Concepts: [[concept]] blocks or a concepts_list JSON file.

@@ -36,6 +36,7 @@ extension JobSpec {
         line("adam_weight_decay", TOMLText.number(adamWeightDecay))
         line("detach_start_token", String(detachStartToken))
         line("latent_cache_views", String(latentCacheViews))
+        if let computePrecision { line("compute_precision", TOMLText.string(computePrecision.rawValue)) }
         line("sample_seed", String(sampleSeed))
         for c in concepts {
             out += "\n[[concept]]\n"

@@ -32,6 +32,7 @@
 /// | `adam_weight_decay` | 1e-2 | HF |
 /// | `detach_start_token` | true | every reference (spec 2.6) |
 /// | `latent_cache_views` | 8 | ours |
+/// | `compute_precision` | `"fp32"` | the arithmetic of diffusers' fp32 runs (spec 9); `"bf16"` opts in |
 /// | `sample_seed` | = `seed` | |
 /// | `num_class_images` (top level: default of every concept) | 200 | HF `--num_class_images` (spec 4.1) |
 /// | concept `initializer_token` | `ktn`, `pll`, `ucd` for the 1st, 2nd, 3rd distinct token | HF `--initializer_token` (spec 2.2) |
@@ -98,6 +99,9 @@ public struct JobSpec: Codable, Sendable, Equatable {
     public var detachStartToken: Bool = true
     /// Augmented views per instance image that are VAE-encoded once and cached; 0: encode every step.
     public var latentCacheViews: Int = JobDefaults.latentCacheViews
+    /// Arithmetic of convolutions and frozen-weight linear products; nil (absent, as in jobs stored
+    /// before it existed) is fp32.
+    public var computePrecision: ComputePrecisionName?
     /// Seed of the validation images; the file's default is `seed`.
     public var sampleSeed: UInt64 = JobDefaults.seed
     /// The concepts trained jointly (at least one).
@@ -153,6 +157,7 @@ public struct JobSpec: Codable, Sendable, Equatable {
         case adamWeightDecay = "adam_weight_decay"
         case detachStartToken = "detach_start_token"
         case latentCacheViews = "latent_cache_views"
+        case computePrecision = "compute_precision"
         case sampleSeed = "sample_seed"
         case concepts = "concept"
         case validation
@@ -286,6 +291,13 @@ public enum TrainSelection: Codable, Sendable, Equatable {
         default: try c.encode(name ?? "")
         }
     }
+}
+
+/// `compute_precision`: `fp32`, or `bf16` for convolutions and frozen-weight linear products (bf16
+/// inputs and weights, fp32 accumulation; CPUs with AVX512_BF16). Attention, the trained weights,
+/// their gradients and the optimizer are fp32 either way.
+public enum ComputePrecisionName: String, Codable, Sendable, CaseIterable {
+    case fp32, bf16
 }
 
 /// `lr_schedule` (the trainer's `LearningRateSchedule` with `lr_warmup_steps` and `steps`).

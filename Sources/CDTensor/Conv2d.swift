@@ -3,7 +3,8 @@
 /// Per sample: cols[C·KH·KW, OH·OW] = im2col(x), y[O, OH·OW] = W[O, C·KH·KW] · cols + b.
 /// 1×1 convolutions with stride 1 and no padding skip im2col: y = W · x directly.
 /// Output planes of 64×64 and more run on oneDNN's direct kernels instead (`OneDNNConvolution`),
-/// where im2col's copies would cost more than they save.
+/// where im2col's copies would cost more than they save; with `ComputePrecision.bf16` every
+/// geometry oneDNN has a bf16 kernel for does.
 
 /// Stride and padding. Padding may be asymmetric: the VAE encoder's downsampler pads only the
 /// right and bottom edge by one before a stride-2 convolution (`F.pad(x, (0, 1, 0, 1))`).
@@ -77,7 +78,7 @@ public func conv2dForward(x: Tensor, weight: Tensor, bias: Tensor?, out: Tensor,
     precondition(out.shape == g.outputShape, "conv2d output \(out.shape), expected \(g.outputShape)")
     let (o, k, p) = (g.outChannels, g.colRows, g.colCols)
     FlopCounter.add(.conv, g.flops)
-    if OneDNNConvolution.applies(g), OneDNNConvolution.forward(x: x, weight: weight, bias: bias, out: out, g) { return }
+    if OneDNNConvolution.forward(x: x, weight: weight, bias: bias, out: out, g) { return }
     Scratch.with { arena in
         let cols = g.isPointwise ? nil : arena.tensor([k, g.chunkRows * g.outWidth], zeroed: false)
         for n in 0..<g.batch {
@@ -115,7 +116,7 @@ public func conv2dBackward(x: Tensor, weight: Tensor, dOut: Tensor,
     if let dWeight { precondition(dWeight.shape == weight.shape, "conv2d dWeight \(dWeight.shape) for \(weight.shape)") }
     FlopCounter.add(.conv, g.flops * Double((dx == nil ? 0 : 1) + (dWeight == nil ? 0 : 1)))
     var dx = dx
-    if let input = dx, OneDNNConvolution.applies(g), OneDNNConvolution.backwardData(dOut: dOut, weight: weight, dx: input, g) {
+    if let input = dx, OneDNNConvolution.backwardData(dOut: dOut, weight: weight, dx: input, g) {
         dx = nil
     }
     if dx != nil || dWeight != nil {

@@ -10,13 +10,22 @@
     return (m, n, k)
 }
 
+/// `ComputePrecision.bf16` covers the products with a frozen weight (y and dx); a trained weight's
+/// products, dW among them, stay fp32.
+@inline(__always) private func bf16Applies(_ weight: Tensor) -> Bool {
+    ComputePrecision.current == .bf16 && weight.storage.isFrozen
+}
+
 public func linearForward(x: Tensor, weight: Tensor, bias: Tensor?, out: Tensor) {
     let timing = OpTimer.begin(.matmul)
     defer { OpTimer.end(timing) }
     let (m, n, k) = linearDims(x, weight, out)
     FlopCounter.add(.matmul, 2 * Double(m) * Double(n) * Double(k))
-    BLAS.gemm(transB: true, m: m, n: n, k: k, a: x.pointer, lda: k, b: weight.pointer, ldb: k,
-              beta: 0, c: out.pointer, ldc: n)
+    if !(bf16Applies(weight) && OneDNNMatmul.product(m: m, n: n, k: k, a: x.pointer, weight: weight, transB: true,
+                                                      c: out.pointer, accumulate: false)) {
+        BLAS.gemm(transB: true, m: m, n: n, k: k, a: x.pointer, lda: k, b: weight.pointer, ldb: k,
+                  beta: 0, c: out.pointer, ldc: n)
+    }
     if let bias { addRowBias(out.pointer, rows: m, cols: n, bias: bias) }
 }
 
@@ -32,8 +41,11 @@ public func linearBackward(x: Tensor, weight: Tensor, dOut: Tensor,
     FlopCounter.add(.matmul, 2 * Double(m) * Double(n) * Double(k) * Double((dx == nil ? 0 : 1) + (dWeight == nil ? 0 : 1)))
     if let dx {
         precondition(dx.count == x.count)
-        BLAS.gemm(m: m, n: k, k: n, a: dOut.pointer, lda: n, b: weight.pointer, ldb: k,
-                  beta: 1, c: dx.pointer, ldc: k)
+        if !(bf16Applies(weight) && OneDNNMatmul.product(m: m, n: k, k: n, a: dOut.pointer, weight: weight, transB: false,
+                                                          c: dx.pointer, accumulate: true)) {
+            BLAS.gemm(m: m, n: k, k: n, a: dOut.pointer, lda: n, b: weight.pointer, ldb: k,
+                      beta: 1, c: dx.pointer, ldc: k)
+        }
     }
     if let dWeight {
         precondition(dWeight.count == weight.count)

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Synchronization
 
 /// A block of fp32 memory that tensors view. Either owned (64-byte aligned, freed on deinit) or
 /// borrowed from something that outlives it (an `Arena`, a memory-mapped file), which it keeps alive.
@@ -11,6 +12,12 @@ public final class TensorStorage: @unchecked Sendable {
     public let capacity: Int
     private let owned: Bool
     private let keepAlive: AnyObject?
+    private let frozenFlag = Atomic<Bool>(false)
+
+    /// Set for weights that no longer change (a model's frozen parameters): kernels may then keep
+    /// derived copies of them, such as the bf16 blocked weights of `ComputePrecision.bf16`.
+    public var isFrozen: Bool { frozenFlag.load(ordering: .relaxed) }
+    public func freeze() { frozenFlag.store(true, ordering: .relaxed) }
 
     /// Owned, zero-filled storage for `capacity` floats.
     public init(capacity: Int) {

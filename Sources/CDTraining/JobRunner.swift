@@ -94,6 +94,7 @@ public final class JobRunner: @unchecked Sendable {
                 try fm.createDirectory(at: out, withIntermediateDirectories: true)
                 try spec.toTOML().write(to: out.appendingPathComponent("job.toml"), atomically: true, encoding: .utf8)
             }
+            try selectPrecision()  // here, so that a rank without bf16 fails the job on every rank
             let pipeline = try StableDiffusionPipeline.load(spec.model)
             return (pipeline, try makeTrainer(pipeline), try loadInstances())
         }
@@ -193,6 +194,15 @@ public final class JobRunner: @unchecked Sendable {
     }
 
     // MARK: - Setup
+
+    /// The job's convolution arithmetic, process-wide for this run (fp32 unless the job asks for bf16).
+    func selectPrecision() throws {
+        do {
+            try ComputePrecision.select(spec.computePrecision == .bf16 ? .bf16 : .fp32)
+        } catch let error as PrecisionError {
+            throw TrainingError.invalidSetting(field: "compute_precision", reason: error.description)
+        }
+    }
 
     func makeTrainer(_ pipeline: StableDiffusionPipeline) throws -> CustomDiffusionTrainer {
         var s = TrainingSettings()

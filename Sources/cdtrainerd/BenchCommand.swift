@@ -37,6 +37,9 @@ struct KernelsCommand: ParsableCommand {
     @Option(help: "Only kernels whose name contains this text (e.g. attention).")
     var only: String?
 
+    @Option(help: "Arithmetic of convolutions and frozen-weight matmuls: fp32, or bf16 inputs and weights with fp32 accumulation (CPUs with AVX512_BF16).")
+    var precision: ComputePrecision = .fp32
+
     func validate() throws {
         guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1") }
     }
@@ -44,6 +47,7 @@ struct KernelsCommand: ParsableCommand {
     func run() throws {
         warnIfDebugBuild()
         _ = ThreadPool.shared  // starts the thread team before anything is timed
+        try ComputePrecision.select(precision)
         let report = KernelBenchmark(repeats: repeats, only: only).run { line in
             if !json { FileHandle.standardError.write(Data((line + "\n").utf8)) }
         }

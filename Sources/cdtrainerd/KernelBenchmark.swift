@@ -24,11 +24,13 @@ struct KernelBenchmark {
         let memoryGbps: Double
         let threads: Int
         let gemmLibrary: String
+        /// `ComputePrecision` of convolutions and frozen-weight matmuls (the sgemm figure is fp32).
+        let precision: String
         let results: [Result]
 
         var table: String {
-            var lines = [String(format: "sgemm %dx%d: %.1f GFLOP/s   memory copy: %.1f GB/s   threads: %d   GEMM: %@",
-                                sgemmSize, sgemmSize, sgemmGflops, memoryGbps, threads, gemmLibrary)]
+            var lines = [String(format: "sgemm %dx%d: %.1f GFLOP/s   memory copy: %.1f GB/s   threads: %d   GEMM: %@   precision: %@",
+                                sgemmSize, sgemmSize, sgemmGflops, memoryGbps, threads, gemmLibrary, precision)]
             lines.append("kernel                                         pass        seconds   GFLOP/s  x sgemm    GB/s  bound  at bound")
             for r in results {
                 let label = r.name.padding(toLength: 46, withPad: " ", startingAt: 0) + " " + r.pass.padding(toLength: 9, withPad: " ", startingAt: 0)
@@ -68,7 +70,8 @@ struct KernelBenchmark {
                             r.name, r.pass, seconds, gflops, r.ratioToSgemm, 100 * r.boundFraction, r.bound))
         }
         return Report(sgemmGflops: sgemm, sgemmSize: sgemmSize, memoryGbps: bandwidth,
-                      threads: ThreadPool.shared.threadCount, gemmLibrary: BLAS.gemmLibrary, results: results)
+                      threads: ThreadPool.shared.threadCount, gemmLibrary: BLAS.gemmLibrary,
+                      precision: ComputePrecision.current.rawValue, results: results)
     }
 
     private func cases() -> [Case] {
@@ -85,6 +88,7 @@ struct KernelBenchmark {
 
     private func convCases(channels c: Int, size: Int) -> [Case] {
         let x = randomTensor([1, c, size, size]), w = randomTensor([c, c, 3, 3], scale: 0.02), b = randomTensor([c])
+        w.storage.freeze()  // as a loaded model's (bf16 keeps a converted copy)
         let p = Conv2dParameters(stride: 1, padding: 1)
         let g = Conv2dGeometry(input: x.shape, weight: w.shape, parameters: p)
         let y = Tensor(zeros: g.outputShape), dy = randomTensor(g.outputShape), dx = Tensor(zeros: x.shape)
@@ -140,6 +144,7 @@ struct KernelBenchmark {
 
     private func linearCases(m: Int, k: Int, n: Int) -> [Case] {
         let x = randomTensor([m, k]), w = randomTensor([n, k], scale: 0.05), b = randomTensor([n])
+        w.storage.freeze()  // as a loaded model's; dW is still computed (in fp32), as for a trained weight
         let y = Tensor(zeros: [m, n]), dy = randomTensor([m, n]), dx = Tensor(zeros: x.shape)
         let dw = Tensor(zeros: w.shape), db = Tensor(zeros: [n])
         let flops = 2 * Double(m * k * n)

@@ -68,6 +68,10 @@ struct TrainBenchmark {
         let encodedViews: Int?
         let dataImages: Int?
         let finalLoss: Double
+        /// Loss of the warm-up step and each timed step, in order (the loss curve).
+        let stepLosses: [Double]
+        /// `ComputePrecision` of convolutions and frozen-weight matmuls.
+        let precision: String
         let threads: Int
     }
 
@@ -162,6 +166,7 @@ struct TrainBenchmark {
         var timed: [Double] = []
         var byKind: [[String: Double]] = []
         var last = warmup
+        var losses = [warmup.losses.loss]
         for i in 1...steps {
             OpTimer.enable(true)
             last = try trainer.step([nextBatch(i)])
@@ -170,6 +175,7 @@ struct TrainBenchmark {
             var kinds = Dictionary(uniqueKeysWithValues: OpTimer.totals.map { ($0.key.name, $0.value) })
             kinds["other"] = max(0, last.seconds - kinds.values.reduce(0, +))
             byKind.append(kinds)
+            losses.append(last.losses.loss)
             progress(String(format: "step %d: %.3f s, loss %.4f", i, last.seconds, last.losses.loss))
         }
         let peak = peakRSS(), rssAfterSteps = currentRSS()  // before the sgemm matrices below
@@ -202,7 +208,8 @@ struct TrainBenchmark {
                       unetTapeBytes: tapeBytes,
                       dataPathSeconds: dataPath == nil ? nil : dataSeconds[timed.firstIndex(of: best)! + 1],
                       vaeEncodeSeconds: dataPath?.encodeSeconds, vaeEncodeGflop: dataPath?.encodeGflop, encodedViews: dataPath?.samples.encodes,
-                      dataImages: dataPath == nil ? nil : dataImages, finalLoss: last.losses.loss, threads: ThreadPool.shared.threadCount)
+                      dataImages: dataPath == nil ? nil : dataImages, finalLoss: last.losses.loss,
+                      stepLosses: losses, precision: ComputePrecision.current.rawValue, threads: ThreadPool.shared.threadCount)
     }
 }
 
@@ -264,6 +271,9 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "With --data-path: random instance images.")
     var images = 4
 
+    @Option(help: "Arithmetic of convolutions and frozen-weight matmuls: fp32, or bf16 inputs and weights with fp32 accumulation (CPUs with AVX512_BF16).")
+    var precision: ComputePrecision = .fp32
+
     @Flag(help: "Print one JSON object.")
     var json = false
 
@@ -277,6 +287,7 @@ struct TrainCommand: ParsableCommand {
     func run() throws {
         warnIfDebugBuild()
         _ = ThreadPool.shared
+        try ComputePrecision.select(precision)
         var bench = TrainBenchmark(resolution: res, batch: batch, steps: steps, prior: prior, measureTape: tapeSize)
         if dataPath { bench.dataPathViews = views; bench.dataImages = images }
         let r = try bench.run { line in
@@ -287,7 +298,7 @@ struct TrainCommand: ParsableCommand {
             return
         }
         let kinds = ["conv", "matmul", "attention"].map { $0 + String(format: " %.1f", (r.flopsByKind[$0] ?? 0) / 1e9) }
-        let what = "Training step \(r.resolution)x\(r.resolution), batch \(r.batch)\(r.prior ? " + prior" : "") "
+        let what = "Training step \(r.resolution)x\(r.resolution), batch \(r.batch)\(r.prior ? " + prior" : "") \(r.precision) "
             + "(\(r.samples) sample\(r.samples == 1 ? "" : "s") through the UNet), trainable \(r.trainable): "
         print(what + String(format: "%.3f s per optimizer step (best of %d; warm-up %.3f s)",
                             r.stepSeconds, r.timedStepSeconds.count, r.warmupSeconds))
@@ -311,3 +322,5 @@ struct TrainCommand: ParsableCommand {
         }.joined(separator: ", "))
     }
 }
+
+extension ComputePrecision: ExpressibleByArgument {}

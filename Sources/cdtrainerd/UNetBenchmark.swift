@@ -75,7 +75,7 @@ func randomWeights(_ specs: [ParameterSpec], seed: UInt64 = 1) -> Weights {
         }
         tensors[spec.key] = t
     }
-    return Weights(tensors: tensors)
+    return Weights(tensors: tensors).frozen()
 }
 
 /// sgemm GFLOP/s on an n² product, best of `repeats` after a warm-up.

@@ -2,7 +2,8 @@ import ArgumentParser
 import CDTensor
 import CMPI
 
-/// Prints what this binary runs on: thread counts and the GEMM, LAPACK and MPI libraries it loaded.
+/// Prints what this binary runs on: thread counts, the GEMM, LAPACK and MPI libraries it loaded,
+/// and whether the CPU has bf16 arithmetic.
 struct VersionCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "version", abstract: "Show the build and the numeric/MPI libraries in use.")
@@ -11,6 +12,7 @@ struct VersionCommand: ParsableCommand {
         print("cdtrainerd \(CDTrainerdVersion.string)")
         print("threads: \(ThreadPool.shared.threadCount) (CD_NUM_THREADS overrides)")
         print("GEMM: \(BLAS.gemmLibrary); LAPACK: \(BLAS.config) (kernel \(BLAS.coreName))")
+        print("bf16 compute (compute_precision = \"bf16\"): " + (ComputePrecision.bf16Supported ? "available (AVX512_BF16)" : "not available on this CPU"))
         // MPI_Get_library_version may be called before MPI_Init.
         var buffer = [CChar](repeating: 0, count: Int(cmpi_max_library_version_string()) + 1)
         var length: Int32 = 0

@@ -103,6 +103,7 @@ struct JobFileErrorTests {
         BadJob("seed negative", minimalJob(top: "seed = -1"), ["seed"]),
         BadJob("sample_seed negative", minimalJob(top: "sample_seed = -1"), ["sample_seed"]),
         BadJob("latent_cache_views negative", minimalJob(top: "latent_cache_views = -1"), ["latent_cache_views"]),
+        BadJob("unknown compute_precision", minimalJob(top: "compute_precision = \"fp16\""), ["compute_precision"]),
         BadJob("adam_beta1 1", minimalJob(top: "adam_beta1 = 1.0"), ["adam_beta1"]),
         BadJob("adam_beta2 negative", minimalJob(top: "adam_beta2 = -0.1"), ["adam_beta2"]),
         BadJob("adam_epsilon 0", minimalJob(top: "adam_epsilon = 0"), ["adam_epsilon"]),

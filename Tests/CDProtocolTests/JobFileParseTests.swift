@@ -103,6 +103,7 @@ struct JobFileParseTests {
             adam_weight_decay = 0
             detach_start_token = false
             latent_cache_views = 0
+            compute_precision = "bf16"
             sample_seed = 1234
             scale_lr = true
             max_grad_norm = 0
@@ -124,6 +125,7 @@ struct JobFileParseTests {
         #expect(job.lrSchedule == .linear && job.lrWarmupSteps == 10)
         #expect(job.adamBeta1 == 0.8 && job.adamBeta2 == 0.99 && job.adamEpsilon == 1e-6 && job.adamWeightDecay == 0)
         #expect(!job.detachStartToken && job.latentCacheViews == 0 && job.sampleSeed == 1234 && job.scaleLr)
+        #expect(job.computePrecision == .bf16)
         #expect(job.maxGradNorm == nil)
         #expect(job.embeddingLearningRate == 0)
         #expect(job.train == .patterns(["*attn2.to_k.weight", "up_blocks.3.*"]))

@@ -32,6 +32,7 @@ struct RoundTripTests {
         job.lrSchedule = .constantWithWarmup
         job.lrWarmupSteps = 20
         job.outputs = [.a1111]
+        job.computePrecision = .bf16
         var v = ValidationSpec(prompts: ["<new1> cat", "\"quoted\" \\ backslash"])
         v.scheduler = .ddim
         v.eta = 0.25
