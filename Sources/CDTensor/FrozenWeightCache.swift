@@ -54,23 +54,26 @@ final class FrozenWeightCache: @unchecked Sendable {
     }
 
     /// Keeps a freshly filled buffer, unless another call stored one for the same weight first
-    /// (that one may be in use: this one is freed instead). Entries whose storage died are freed.
-    func store(_ fresh: Entry, for weight: Tensor, layout: dnnl_memory_desc_t) {
+    /// (that one may be in use: this one is freed instead), and returns the buffer kept: `fresh`
+    /// must not be read after this call. Entries whose storage died are freed.
+    @discardableResult
+    func store(_ fresh: Entry, for weight: Tensor, layout: dnnl_memory_desc_t) -> UnsafeMutableRawPointer {
         let key = Key(weight, layout)
-        let unused: [UnsafeMutableRawPointer] = entries.withLock { cache in
+        let (kept, unused): (UnsafeMutableRawPointer, [UnsafeMutableRawPointer]) = entries.withLock { cache in
             var unused: [UnsafeMutableRawPointer] = []
             for (k, entry) in cache where entry.storage == nil {
                 unused.append(entry.data)
                 cache[k] = nil
             }
-            if cache[key] != nil {
+            if let existing = cache[key] {
                 unused.append(fresh.data)
-            } else {
-                cache[key] = Entry(storage: weight.storage, data: fresh.data, filled: true)
+                return (existing.data, unused)
             }
-            return unused
+            cache[key] = Entry(storage: weight.storage, data: fresh.data, filled: true)
+            return (fresh.data, unused)
         }
         unused.forEach { free($0) }
+        return kept
     }
 
 }

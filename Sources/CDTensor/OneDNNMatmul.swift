@@ -57,8 +57,7 @@ enum OneDNNMatmul {
         call.reserveScratchpad(for: [convert])
         call.execute(convert, [(DNNLArg.from, call.memory(&from, weight.pointer)), (DNNLArg.to, call.memory(&to, entry.data))])
         call.wait()
-        FrozenWeightCache.shared.store(entry, for: weight, layout: to)
-        return entry.data
+        return FrozenWeightCache.shared.store(entry, for: weight, layout: to)
     }
 
     /// nil entries: shapes oneDNN has no bf16 JIT kernel for (asked once). Emptied at

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import CDTensor
 
@@ -120,5 +121,34 @@ struct BF16ComputeTests {
         linearForward(x: x, weight: trained, bias: b, out: fp32)
         ComputePrecision.$scoped.withValue(.bf16) { linearForward(x: x, weight: trained, bias: b, out: notFrozen) }
         #expect(notFrozen.array == fp32.array, "a weight that is not frozen was multiplied in bf16")
+    }
+
+    /// The daemon samples on one thread while it trains on another: four threads making and using
+    /// the bf16 copies of the same frozen weights at once get the results of calls made one at a
+    /// time, and one copy per weight and layout is kept.
+    @Test func threadsShareTheBF16Copies() {
+        var rng = SeededRandom(seed: 44)
+        let p = Conv2dParameters(stride: 1, padding: 1)
+        let w = rng.tensor([32, 32, 3, 3]), lw = rng.tensor([48, 32])
+        w.storage.freeze(); lw.storage.freeze()
+        let inputs = (0..<4).map { _ in rng.tensor([1, 32, 16, 16]) }
+        let convs = inputs.map { _ in Tensor(zeros: [1, 32, 16, 16]) }, lins = inputs.map { _ in Tensor(zeros: [256, 48]) }
+        DispatchQueue.concurrentPerform(iterations: inputs.count) { i in
+            ComputePrecision.$scoped.withValue(.bf16) {
+                conv2dForward(x: inputs[i], weight: w, bias: nil, out: convs[i], parameters: p)
+                linearForward(x: inputs[i].reshaped([256, 32]), weight: lw, bias: nil, out: lins[i])
+            }
+        }
+        for i in inputs.indices {
+            let conv = Tensor(zeros: [1, 32, 16, 16]), lin = Tensor(zeros: [256, 48])
+            ComputePrecision.$scoped.withValue(.bf16) {
+                conv2dForward(x: inputs[i], weight: w, bias: nil, out: conv, parameters: p)
+                linearForward(x: inputs[i].reshaped([256, 32]), weight: lw, bias: nil, out: lin)
+            }
+            // Not bit for bit: a call made while another thread holds the pool runs on one thread.
+            expectClose(convs[i], conv, "conv on thread \(i)")
+            expectClose(lins[i], lin, "linear on thread \(i)")
+        }
+        #expect(FrozenWeightCache.shared.copies(of: w) == 1 && FrozenWeightCache.shared.copies(of: lw) == 1)
     }
 }
