@@ -16,12 +16,12 @@ public enum ComputePrecision: String, Sendable, CaseIterable, Codable {
     /// process-wide one: tests compare both without changing what other tests see.
     @TaskLocal public static var scoped: ComputePrecision?
 
-    /// The precision a convolution called now uses: the task's `scoped` one, else the process-wide
-    /// selection (a job's, for training and sampling alike).
+    /// The precision a convolution or frozen-weight matmul called now uses: the task's `scoped`
+    /// one, else the process-wide selection (a job's, for training and sampling alike).
     public static var current: ComputePrecision { scoped ?? (selected.load(ordering: .relaxed) == 1 ? .bf16 : .fp32) }
 
-    /// Selects `precision` for every convolution from now on; bf16 where `bf16Supported` is false
-    /// is refused, naming the reason.
+    /// Selects `precision` process-wide from now on; bf16 where `bf16Supported` is false is
+    /// refused, naming the reason.
     public static func select(_ precision: ComputePrecision) throws {
         if precision == .bf16 && !bf16Supported {
             throw PrecisionError.unsupported("bf16 compute needs a CPU with AVX512_BF16 (Intel Cooper Lake, Sapphire Rapids or later; AMD Zen 4 or later); this one has none, per oneDNN")

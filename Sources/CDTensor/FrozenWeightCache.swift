@@ -75,5 +75,4 @@ final class FrozenWeightCache: @unchecked Sendable {
         unused.forEach { free($0) }
         return kept
     }
-
 }

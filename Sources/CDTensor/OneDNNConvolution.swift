@@ -11,8 +11,8 @@ import Synchronization
 /// im2col writes KH·KW copies of the input, which costs more than the GEMM itself when the channels
 /// are few and the plane large (the VAE's 128 channels at 512×512 ran at 77 GFLOP/s). oneDNN's
 /// direct kernels need their blocked layouts (e.g. nChw16c activations, OIhw16i16o weights), so
-/// each call reorders x and W into scratch and the result back to NCHW. The weight reorder is
-/// paid per call (frozen weights are not cached: that would double their memory) and costs about
+/// each call reorders x and W into scratch and the result back to NCHW. In fp32 the weight reorder
+/// is paid per call (fp32 copies of the frozen weights would double their memory) and costs about
 /// one read and write of W against 2·OH·OW multiply-adds per weight, so the path is used only where
 /// the output plane has at least `minimumPlane` positions (UNet level 0, the VAE's upper levels).
 /// Primitives are created once per geometry and kept. Any geometry oneDNN only offers a reference

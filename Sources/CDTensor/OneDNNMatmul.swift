@@ -26,32 +26,32 @@ enum OneDNNMatmul {
                         c: UnsafeMutablePointer<Float>, accumulate: Bool) -> Bool {
         OneDNN.withThreads { threads in
             guard let plan = plan(Key(m: m, n: n, k: k, transB: transB, accumulate: accumulate, threads: threads)) else { return false }
-            Scratch.with { arena in
+            return Scratch.with { arena in
                 let call = OneDNN.Call(engine: plan.engine, arena: arena, arenaBudget: Conv2dGeometry.defaultColumnBudget)
                 defer { call.close() }
-                let w = bf16Copy(of: weight, call)
+                guard let w = bf16Copy(of: weight, call) else { return false }
                 var (ua, ad, wd, cd) = (plan.userSource, plan.source, plan.weights, plan.destination)
                 let lowA = call.memory(&ad, call.buffer(&ad))
                 call.reserveScratchpad(for: [plan.sourceReorder, plan.matmul])
                 call.execute(plan.sourceReorder, [(DNNLArg.from, call.memory(&ua, UnsafeMutableRawPointer(mutating: a))), (DNNLArg.to, lowA)])
                 call.execute(plan.matmul, [(DNNLArg.src, lowA), (DNNLArg.weights, call.memory(&wd, w)), (DNNLArg.dst, call.memory(&cd, c))])
+                return true
             }
-            return true
         }
     }
 
-    /// The weight's bf16 copy, made (by a reorder on `call`'s stream) on first use.
-    private static func bf16Copy(of weight: Tensor, _ call: OneDNN.Call) -> UnsafeMutableRawPointer {
+    /// The weight's bf16 copy, made (by a reorder on `call`'s stream) on first use; nil if oneDNN
+    /// cannot make it.
+    private static func bf16Copy(of weight: Tensor, _ call: OneDNN.Call) -> UnsafeMutableRawPointer? {
         var from = dnnl_memory_desc_t(), to = dnnl_memory_desc_t()
         let dims = [Int64(weight.count)]
-        guard describe(&from, dims, dnnl_a), describe(&to, dims, dnnl_a, dnnl_bf16) else {
-            preconditionFailure("oneDNN cannot describe \(weight.count) floats")
-        }
+        guard describe(&from, dims, dnnl_a), describe(&to, dims, dnnl_a, dnnl_bf16) else { return nil }
         // One copy per weight, in its own [N, K] order: both products and every row count share it.
         let entry = FrozenWeightCache.shared.entry(for: weight, layout: to)
         guard !entry.filled else { return entry.data }
         guard let convert = OneDNN.reorder(&from, &to, accumulate: false, call.engine) else {
-            preconditionFailure("oneDNN cannot convert \(weight.count) floats to bf16")
+            free(entry.data)
+            return nil
         }
         defer { dnnl_primitive_destroy(convert.primitive) }
         call.reserveScratchpad(for: [convert])
