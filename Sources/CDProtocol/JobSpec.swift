@@ -32,7 +32,7 @@
 /// | `adam_weight_decay` | 1e-2 | HF |
 /// | `detach_start_token` | true | every reference (spec 2.6) |
 /// | `latent_cache_views` | 8 | ours |
-/// | `compute_precision` | `"fp32"` | the arithmetic of diffusers' fp32 runs (spec 9); `"bf16"` opts in |
+/// | `compute_precision` | `"fp32"` | diffusers' default (`--mixed_precision no`); `"bf16"` opts in |
 /// | `sample_seed` | = `seed` | |
 /// | `num_class_images` (top level: default of every concept) | 200 | HF `--num_class_images` (spec 4.1) |
 /// | concept `initializer_token` | `ktn`, `pll`, `ucd` for the 1st, 2nd, 3rd distinct token | HF `--initializer_token` (spec 2.2) |
