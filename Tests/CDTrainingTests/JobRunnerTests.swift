@@ -82,6 +82,35 @@ import Testing
         #expect(a.array != b.array, "the trained K/V must change the images")
     }
 
+    /// `compute_precision = "bf16"` through the whole job (data path, validation sampling,
+    /// checkpoints): the run selects bf16 process-wide, its losses follow the fp32 run's, and the
+    /// next job's default (fp32) selects fp32 again.
+    @Test(.enabled(if: ComputePrecision.bf16Supported, "bf16 compute needs a CPU with AVX512_BF16"))
+    func bf16JobFollowsTheFP32Job() throws {
+        defer { try? ComputePrecision.select(.fp32) }
+        func losses(_ precision: ComputePrecisionName?) throws -> [Double] {
+            let out = try temporaryFolder()
+            defer { try? FileManager.default.removeItem(at: out) }
+            var spec = try demoSpec(steps: 6, checkpointEvery: 6)
+            spec.computePrecision = precision
+            try JobRunner(spec: spec, outputDirectory: out) { _ in }.run()
+            #expect(ComputePrecision.current == (precision == .bf16 ? .bf16 : .fp32))
+            let written = try String(contentsOf: out.appendingPathComponent("job.toml"), encoding: .utf8)
+            #expect(written.contains("compute_precision = \"bf16\"") == (precision == .bf16))
+            let log = try String(contentsOf: out.appendingPathComponent("train_log.jsonl"), encoding: .utf8).split(separator: "\n")
+            return try log.map { line in
+                let entry = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+                return try #require(entry?["loss"] as? Double)
+            }
+        }
+        let bf16 = try losses(.bf16), fp32 = try losses(nil)
+        #expect(bf16.count == 6 && fp32.count == 6)
+        for (step, (a, b)) in zip(bf16, fp32).enumerated() {
+            #expect(abs(a - b) <= 0.02 * abs(b), "step \(step + 1): bf16 loss \(a), fp32 \(b)")
+        }
+        #expect(bf16 != fp32, "bf16 gave fp32's losses bit for bit: its kernels did not run")
+    }
+
     @Test func resumeContinuesTheSameRun() throws {
         let straightOut = try temporaryFolder(), resumedOut = try temporaryFolder()
         defer { for u in [straightOut, resumedOut] { try? FileManager.default.removeItem(at: u) } }
