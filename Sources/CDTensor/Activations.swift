@@ -135,8 +135,21 @@ public func gegluBackward(x: Tensor, dOut: Tensor, dx: Tensor) {
 /// fp32 precision, but x·σ(a·x) would multiply a huge x by exp's clamped tiny value; clamping x
 /// first keeps them exact (and +∞·0 out of the slope).
 @inline(__always) private func clampLow(_ x: Vec8) -> Vec8 { vmax(x, Vec8(repeating: -100)) }
-@inline(__always) private func clampBoth(_ x: Vec8) -> Vec8 {
+@inline(__always) func clampBoth(_ x: Vec8) -> Vec8 {
     vmin(vmax(x, Vec8(repeating: -100)), Vec8(repeating: 100))
+}
+
+/// Exact GELU x/2·(1 + erf(x/√2)) for 8 lanes.
+@_transparent func gelu8(_ x: Vec8) -> Vec8 {
+    0.5 * x * (1 + erf8(x * 0.70710678118654752))
+}
+
+/// GELU's slope Φ(x) + x·φ(x) for 8 lanes; x is clamped to ±100 first (`clampBoth`) so that
+/// exp(−x²/2) neither overflows nor meets ∞·0 (the slope is 0 or 1 there to float precision).
+@_transparent func geluDerivative8(_ input: Vec8) -> Vec8 {
+    let x = clampBoth(input)
+    let phi = exp8(-0.5 * x * x) * 0.39894228040143268
+    return (0.5 * (1 + erf8(x * 0.70710678118654752))).addingProduct(x, phi).replacing(with: input, where: input .!= input)
 }
 
 /// Scalar GELU and slope through the 8-lane versions, for tails shorter than 8 (so a value does not

@@ -111,19 +111,6 @@ public typealias Vec8 = SIMD8<Float>
     return (x * p / q).replacing(with: input, where: input .!= input)
 }
 
-/// Exact GELU x/2·(1 + erf(x/√2)) for 8 lanes.
-@_transparent func gelu8(_ x: Vec8) -> Vec8 {
-    0.5 * x * (1 + erf8(x * 0.70710678118654752))
-}
-
-/// GELU's slope Φ(x) + x·φ(x) for 8 lanes; x is clamped to ±100 first so that exp(−x²/2)
-/// neither overflows nor meets ∞·0 (the slope is 0 or 1 there to float precision).
-@_transparent func geluDerivative8(_ input: Vec8) -> Vec8 {
-    let x = vmin(vmax(input, Vec8(repeating: -100)), Vec8(repeating: 100))
-    let phi = exp8(-0.5 * x * x) * 0.39894228040143268
-    return (0.5 * (1 + erf8(x * 0.70710678118654752))).addingProduct(x, phi).replacing(with: input, where: input .!= input)
-}
-
 /// Scalar exp with the same polynomial, for tails shorter than 8 lanes (so a row's result does
 /// not depend on its length modulo 8).
 @inline(__always) func exp1(_ x: Float) -> Float {
