@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import CDNNL
+import Synchronization
 
 /// Thread control and the primitive plumbing shared by `OneDNNConvolution` and `OneDNNMatmul`.
 ///
@@ -19,6 +20,26 @@ enum OneDNN {
         ThreadPool.shared.withTeam { threads in
             if omp_get_max_threads() != Int32(threads) { omp_set_num_threads(Int32(threads)) }
             return body(threads)
+        }
+    }
+
+    /// Primitives built once per key and kept; a nil entry records that oneDNN has no JIT kernel
+    /// for that key (asked once). Emptied when it reaches `maximumPlans` (a daemon sampling at
+    /// many sizes); plans in use stay alive with their callers.
+    final class PlanCache<Key: Hashable & Sendable, Plan: AnyObject & Sendable>: Sendable {
+        static var maximumPlans: Int { 256 }
+        private let plans = Mutex<[Key: Plan?]>([:])
+
+        func plan(_ key: Key, make: () -> Plan?) -> Plan? {
+            if let known = plans.withLock({ $0[key] }) { return known }
+            // Made outside the lock (JIT compilation takes milliseconds); a thread that raced us
+            // may have inserted its own, which is just as good.
+            let made = make()
+            plans.withLock { cache in
+                if cache.count >= Self.maximumPlans { cache.removeAll() }
+                cache[key] = .some(made)
+            }
+            return made
         }
     }
 

@@ -4,7 +4,6 @@ import Glibc
 import Darwin
 #endif
 import CDNNL
-import Synchronization
 
 /// Convolutions on oneDNN's direct (JIT) kernels, for geometries with a large output plane.
 ///
@@ -72,10 +71,7 @@ enum OneDNNConvolution {
         }
     }
 
-    /// nil entries: geometries oneDNN has no direct kernel for (asked once). Emptied when it reaches
-    /// `maximumPlans` (a daemon sampling at many sizes); plans in use stay alive with their callers.
-    private static let plans = Mutex<[Key: Plan?]>([:])
-    static let maximumPlans = 256
+    private static let plans = OneDNN.PlanCache<Key, Plan>()
 
     /// Called with the calling thread's OpenMP count already set to `threads` (`OneDNN.withThreads`),
     /// which the plan's kernels are created for.
@@ -84,15 +80,7 @@ enum OneDNNConvolution {
         let key = Key(dims: [g.batch, g.inChannels, g.height, g.width, g.outChannels, g.kernelH, g.kernelW,
                              p.stride, p.padTop, p.padLeft, p.padBottom, p.padRight], pass: pass, bias: bias, threads: threads,
                       bf16: bf16)
-        if let known = plans.withLock({ $0[key] }) { return known }
-        // Created outside the lock (JIT compilation takes milliseconds); a thread that raced us
-        // may have inserted its own, which is just as good.
-        let made = OneDNN.engine.flatMap { Plan(g, pass, bias: bias, bf16: bf16, engine: $0) }
-        plans.withLock { cache in
-            if cache.count >= maximumPlans { cache.removeAll() }
-            cache[key] = .some(made)
-        }
-        return made
+        return plans.plan(key) { OneDNN.engine.flatMap { Plan(g, pass, bias: bias, bf16: bf16, engine: $0) } }
     }
 
     /// One primitive with the reorders around it. For `.forward` input = x, output = y (written);

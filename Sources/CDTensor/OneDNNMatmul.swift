@@ -4,7 +4,6 @@ import Glibc
 import Darwin
 #endif
 import CDNNL
-import Synchronization
 
 /// bf16 matrix products for `ComputePrecision.bf16`: the linear layers' products with a frozen
 /// weight (y = x·Wᵀ and dx += dy·W), on oneDNN's AVX512_BF16 matmul kernels. The activation is
@@ -60,18 +59,10 @@ enum OneDNNMatmul {
         return FrozenWeightCache.shared.store(entry, for: weight, layout: to)
     }
 
-    /// nil entries: shapes oneDNN has no bf16 JIT kernel for (asked once). Emptied at
-    /// `OneDNNConvolution.maximumPlans`.
-    private static let plans = Mutex<[Key: Plan?]>([:])
+    private static let plans = OneDNN.PlanCache<Key, Plan>()
 
     private static func plan(_ key: Key) -> Plan? {
-        if let known = plans.withLock({ $0[key] }) { return known }
-        let made = OneDNN.engine.flatMap { Plan(key, engine: $0) }  // outside the lock: JIT takes ms
-        plans.withLock { cache in
-            if cache.count >= OneDNNConvolution.maximumPlans { cache.removeAll() }
-            cache[key] = .some(made)
-        }
-        return made
+        plans.plan(key) { OneDNN.engine.flatMap { Plan(key, engine: $0) } }
     }
 
     final class Plan: @unchecked Sendable {
