@@ -197,16 +197,16 @@ struct TrainBenchmark {
             progress(String(format: "UNet training tape: %.2f GiB", gib(tapeBytes!)))
         }
         let best = timed.min()!
-        let bestKinds = byKind[timed.firstIndex(of: best)!]
+        let bestIndex = timed.firstIndex(of: best)!
         let gflops = flops / best / 1e9
         return Report(resolution: resolution, batch: batch, prior: prior, samples: samples, trainable: settings.trainable.name,
                       stepSeconds: best, timedStepSeconds: timed, warmupSeconds: warmup.seconds,
                       gflop: flops / 1e9, flopsByKind: Dictionary(uniqueKeysWithValues: counted.map { ($0.key.name, $0.value) }),
                       gflops: gflops, sgemmGflops: sgemm, sgemmGflopsRuns: [sgemmBefore, sgemmAfter], ratioToSgemm: gflops / sgemm,
-                      secondsByKind: bestKinds, peakRssBytes: peak, peakRssBeforeStepsBytes: peakBeforeSteps,
+                      secondsByKind: byKind[bestIndex], peakRssBytes: peak, peakRssBeforeStepsBytes: peakBeforeSteps,
                       rssAfterSetupBytes: rssSetup, rssAfterStepsBytes: rssAfterSteps, weightBytes: weightBytes,
                       unetTapeBytes: tapeBytes,
-                      dataPathSeconds: dataPath == nil ? nil : dataSeconds[timed.firstIndex(of: best)! + 1],
+                      dataPathSeconds: dataPath == nil ? nil : dataSeconds[bestIndex + 1],
                       vaeEncodeSeconds: dataPath?.encodeSeconds, vaeEncodeGflop: dataPath?.encodeGflop, encodedViews: dataPath?.samples.encodes,
                       dataImages: dataPath == nil ? nil : dataImages, finalLoss: last.losses.loss,
                       stepLosses: losses, precision: ComputePrecision.current.rawValue, threads: ThreadPool.shared.threadCount)
